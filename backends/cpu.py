@@ -1,0 +1,79 @@
+"""The CPU backend: Paddle Inference on the host, with oneDNN where the build has it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from importlib import metadata
+from typing import Any
+
+from mlcls import hookimpl
+from mlcls.devices import DeviceTypeInfo, ProbeReport
+from mlcls.interfaces import Placement
+
+TYPE = "cpu"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def paddle_version() -> str | None:
+    try:
+        return metadata.version("paddlepaddle")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@hookimpl
+def register_device_types(register):
+    register(DeviceTypeInfo(TYPE, "Host CPU through Paddle Inference"))
+
+
+@hookimpl
+def probe_device(device_type: str) -> ProbeReport | None:
+    if device_type != TYPE:
+        return None
+    version = paddle_version()
+    if version is None or importlib.util.find_spec("paddle") is None:
+        return ProbeReport(TYPE, False, reason="paddlepaddle is not installed",
+                           fix="pip install paddlepaddle")
+    return ProbeReport(TYPE, True, count=available_cores(),
+                       versions={"paddlepaddle": version})
+
+
+def thread_count(options: dict[str, Any]) -> int:
+    threads = int(options.get("threads") or 0)
+    return threads if threads > 0 else available_cores()
+
+
+@hookimpl
+def create_predictor(device, device_id, model, options):
+    if device.type != TYPE:
+        return None
+    from mlcls.paddle_engine import PaddlePredictor
+
+    threads = thread_count(options)
+    use_mkldnn = bool(options.get("mkldnn", True))
+
+    def configure(config) -> None:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads)
+        if use_mkldnn:
+            config.enable_mkldnn()
+            config.set_mkldnn_cache_capacity(int(options.get("mkldnn_cache_capacity", 10)))
+        else:
+            config.disable_mkldnn()
+
+    return PaddlePredictor(model, configure, read_placement)
+
+
+def read_placement(config) -> Placement:
+    """Where a CPU predictor runs, as its config reports after creation."""
+    if config.use_gpu():
+        return Placement(f"gpu:{config.gpu_device_id()}", "engine reports a GPU")
+    kernels = "oneDNN" if config.mkldnn_enabled() else "native kernels"
+    return Placement(TYPE, f"{kernels}, {config.cpu_math_library_num_threads()} threads")

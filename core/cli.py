@@ -1,0 +1,163 @@
+"""The ``mlcls`` command: PaddleX's flags for prediction, plus subcommands.
+
+    mlcls --pipeline NAME|YAML --input X [--device D] [--save_path DIR] ...
+    mlcls --get_pipeline_config NAME [--save_path DIR]
+    mlcls plugins [--json]
+
+Exit status: 0 success, 1 when any input failed (or the run could not start), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import MlclsError, UsageError
+
+# Subcommands live in their own modules, each with ``main(argv) -> int``.
+SUBCOMMANDS = {
+    "plugins": "mlcls.cli_plugins",
+}
+
+
+def _threshold(text: str):
+    text = text.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a number (or a JSON list/dict of per-class thresholds)") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1]")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlcls",
+        description="Tag images with every label that applies, on any device. "
+                    f"Subcommands: {', '.join(SUBCOMMANDS)} (mlcls SUBCOMMAND --help).")
+    p.add_argument("--pipeline", help="multi_label_image_classification, or a pipeline YAML")
+    p.add_argument("--input", nargs="+", help="image file(s), directory, or http(s) URL")
+    p.add_argument("--device", help="auto (default), cpu, gpu:0, gpu:1,2, npu:0, xpu:0, mlu:0")
+    p.add_argument("--fallback", action="store_true", default=None,
+                   help="if the device cannot be used, take its fallback (devices.yaml)")
+    p.add_argument("--save_path", help="folder for <name>_res.json and <name>_res.<ext>")
+    p.add_argument("--threshold", type=_threshold,
+                   help="score threshold in [0, 1] (or JSON per-class list/dict)")
+    p.add_argument("--model", help="official model name, or a model directory")
+    p.add_argument("--model_dir", help="PaddleX inference-model directory")
+    p.add_argument("--batch_size", type=_positive, help="images per batch")
+    p.add_argument("--get_pipeline_config", metavar="NAME",
+                   help="write the default pipeline YAML (to --save_path, default .)")
+    p.add_argument("--serve", action="store_true", help="serve the pipeline over HTTP")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (--serve)")
+    p.add_argument("--port", type=int, default=8080, help="port to serve on (--serve)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print each result")
+    p.add_argument("--version", action="version", version=_version())
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"mlcls {__version__}"
+
+
+def _write_config(name: str, save_path: str | None) -> int:
+    from .config import PIPELINE_NAMES, default_config_text
+    from .results import atomic_write
+
+    if name not in PIPELINE_NAMES:
+        raise UsageError(f"unknown pipeline '{name}': use {' or '.join(PIPELINE_NAMES)}")
+    target = Path(save_path or ".")
+    if target.suffix.lower() not in (".yaml", ".yml"):
+        target = target / f"{name}.yaml"
+    text = default_config_text()
+    atomic_write(target, lambda fh: fh.write(text), mode="w")
+    print(f"The pipeline configuration is saved to {target}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .inputs import expand_inputs
+    from .pipeline import create_pipeline
+    from .progress import Progress
+
+    pipeline = create_pipeline(args.pipeline, device=args.device, model=args.model,
+                               model_dir=args.model_dir, batch_size=args.batch_size,
+                               threshold=args.threshold, fallback=args.fallback)
+    items = list(expand_inputs(args.input if len(args.input) > 1 else args.input[0]))
+    progress = Progress(len(items))
+    failed = 0
+    try:
+        for res in pipeline.predict(items):
+            progress.clear()
+            if not res.ok:
+                failed += 1
+            elif not args.quiet:
+                res.print()
+            if res.ok and args.save_path:
+                res.save_all(args.save_path)
+            progress.update(res.ok)
+    finally:
+        progress.close()
+        pipeline.close()
+    total = len(items)
+    if failed or total > 1:
+        where = f"; results in {args.save_path}" if args.save_path else ""
+        print(f"mlcls: {total - failed} of {total} image(s) classified on {pipeline.device}, "
+              f"{failed} failed{where}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="mlcls: %(levelname)s: %(message)s")
+    if argv and argv[0] in SUBCOMMANDS:
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.get_pipeline_config:
+            return _write_config(args.get_pipeline_config, args.save_path)
+        if args.serve:
+            return importlib.import_module("mlcls.serving").serve_from_args(args)
+        if not args.input:
+            parser.error("--input is required (or use --get_pipeline_config, --serve, "
+                         f"or a subcommand: {', '.join(SUBCOMMANDS)})")
+        if not args.pipeline:
+            parser.error("--pipeline is required: multi_label_image_classification or a YAML")
+        return _predict(args)
+    except UsageError as exc:
+        print(f"mlcls: error: {exc}", file=sys.stderr)
+        return 2
+    except MlclsError as exc:
+        print(f"mlcls: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mlcls: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

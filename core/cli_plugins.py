@@ -1,0 +1,30 @@
+"""``mlcls plugins``: every plugin found, its distribution, hooks, device types and errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from .plugins import get_state
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mlcls plugins",
+                                     description="List the installed mlcls plugins.")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    records = get_state().records
+    if args.json:
+        print(json.dumps([asdict(r) for r in records], indent=2))
+        return 0
+    header = ("name", "status", "distribution", "device types", "hooks")
+    rows = [(r.name, r.status, f"{r.distribution} {r.version}".strip(),
+             ",".join(r.device_types) or "-", ",".join(r.hooks) or "-") for r in records]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for r in records:
+        if r.error:
+            print(f"\n{r.name}: failed to load: {r.error}")
+    return 0

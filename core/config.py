@@ -1,0 +1,118 @@
+"""Pipeline configuration: PaddleX's pipeline YAML, merged with call arguments.
+
+Precedence: call arguments > pipeline YAML > the model's inference.yml.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+PIPELINE_NAMES = ("multi_label_image_classification", "image_multilabel_classification")
+MODULE_KEY = "ImageMultiLabelClassification"
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "pipeline_name": "multi_label_image_classification",
+    "SubModules": {
+        MODULE_KEY: {
+            "module_name": "image_multilabel_classification",
+            "model_name": "PP-LCNet_x1_0_ML",
+            "model_dir": None,
+            "batch_size": 1,
+            "threshold": None,  # null: the model's own (inference.yml)
+        },
+    },
+}
+
+
+@dataclass
+class PipelineSettings:
+    model_name: str | None = None
+    model_dir: str | None = None
+    batch_size: int = 1
+    threshold: Any = None
+    device: str | None = None
+
+
+def default_config_text() -> str:
+    return yaml.safe_dump(DEFAULT_CONFIG, sort_keys=False, allow_unicode=True)
+
+
+def load_pipeline_config(pipeline: str | dict | None) -> dict[str, Any]:
+    """A pipeline name, a YAML path or an already-parsed dict -> the config dict."""
+    if pipeline is None:
+        return copy.deepcopy(DEFAULT_CONFIG)
+    if isinstance(pipeline, dict):
+        return copy.deepcopy(pipeline)
+    text = str(pipeline)
+    if text in PIPELINE_NAMES:
+        return copy.deepcopy(DEFAULT_CONFIG)
+    path = Path(text).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"pipeline config {path}: no such file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise UsageError(f"pipeline config {path}: cannot parse it ({exc})") from exc
+        if not isinstance(data, dict):
+            raise UsageError(f"pipeline config {path}: expected a mapping at the top level")
+        name = data.get("pipeline_name")
+        if name is not None and name not in PIPELINE_NAMES:
+            raise UsageError(f"pipeline config {path}: pipeline_name '{name}' is not one of "
+                             f"{', '.join(PIPELINE_NAMES)}")
+        return data
+    raise UsageError(f"unknown pipeline '{text}': use {' or '.join(PIPELINE_NAMES)}, or the "
+                     "path of a pipeline YAML")
+
+
+def _positive_int(value: Any, what: str) -> int:
+    try:
+        out = int(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be a positive integer, got {value!r}") from exc
+    if out < 1 or isinstance(value, bool) or (isinstance(value, float) and value != out):
+        raise UsageError(f"{what} must be a positive integer, got {value!r}")
+    return out
+
+
+def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
+    """Read the model settings from either layout PaddleX documents: ``SubModules`` (3.x) or
+    the older ``Pipeline: {model, batch_size, device}``."""
+    module = (cfg.get("SubModules") or {}).get(MODULE_KEY)
+    legacy = cfg.get("Pipeline")
+    out = PipelineSettings(device=cfg.get("device"))
+    if isinstance(module, dict):
+        out.model_name = module.get("model_name")
+        out.model_dir = module.get("model_dir")
+        out.batch_size = module.get("batch_size") or 1
+        out.threshold = module.get("threshold")
+        out.device = module.get("device", out.device)
+    elif isinstance(legacy, dict):
+        model = legacy.get("model")
+        if model and (Path(str(model)).expanduser().is_dir() or "/" in str(model)):
+            out.model_dir = str(model)
+        else:
+            out.model_name = model
+        out.batch_size = legacy.get("batch_size") or 1
+        out.threshold = legacy.get("threshold")
+        out.device = legacy.get("device", out.device)
+    else:
+        raise UsageError(f"pipeline config: expected SubModules.{MODULE_KEY} or Pipeline "
+                         "with the model settings")
+    out.batch_size = _positive_int(out.batch_size, "batch_size")
+    return out
+
+
+def merge(settings: PipelineSettings, **overrides: Any) -> PipelineSettings:
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(settings, key, value)
+    settings.batch_size = _positive_int(settings.batch_size, "batch_size")
+    return settings

@@ -1,0 +1,257 @@
+"""The multi-label classification pipeline: inputs -> preprocessing -> predictor(s) ->
+postprocessing -> results, with decoding overlapped with inference."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import config as cfgmod
+from .catalogue import load_catalogue
+from .devices import Device, Resolution, fallback_enabled, resolve_device
+from .errors import DeviceError, InputError, MlclsError, ModelError
+from .inputs import Sample, expand_inputs
+from .interfaces import Placement, Postprocessor, Predictor, Preprocessor
+from .model import ModelSpec, load_model_dir
+from .model_hub import ensure_model
+from .plugins import get_plugin_manager
+from .postprocess import threshold_vector
+from .results import BaseResult, FailedResult, MultiLabelClsResult
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(model: str | None, model_dir: str | os.PathLike | None) -> ModelSpec:
+    """A model directory, or an official model name (from the cache, downloading it)."""
+    if model_dir:
+        return load_model_dir(model_dir)
+    if not model:
+        raise ModelError("no model given: pass model_dir (a PaddleX inference-model directory) "
+                         "or an official model name")
+    if Path(model).expanduser().is_dir():
+        return load_model_dir(model)
+    return load_model_dir(ensure_model(model))
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, MlclsError) else str(exc)
+
+
+class MultiLabelClassificationPipeline:
+    """Tags images with every label whose score is above its threshold."""
+
+    def __init__(self, model: ModelSpec, resolution: Resolution, *, batch_size: int = 1,
+                 threshold: Any = None, device_options: dict[str, Any] | None = None,
+                 fallback: bool | None = None):
+        self.model = model
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self.threshold = threshold
+        device = resolution.device
+        pm = get_plugin_manager()
+        options = dict(load_catalogue().entry(device.type).options)
+        options.update(device_options or {})
+        pm.hook.prepare_environment(device=device, options=options)
+        self.predictors: list[Predictor] = []
+        self.placements: list[Placement] = []
+        try:
+            for device_id in device.ids or (None,):
+                predictor = pm.hook.create_predictor(device=device, device_id=device_id,
+                                                     model=model, options=options)
+                if predictor is None:
+                    raise DeviceError(f"no plugin creates predictors for '{device.type}'")
+                self.predictors.append(predictor)
+                self.placements.append(self._check_placement(device.single(device_id),
+                                                             predictor, fallback))
+        except BaseException:
+            self.close()
+            raise
+        self.preprocessor: Preprocessor = pm.hook.create_preprocessor(device=device, model=model)
+        self.postprocessor: Postprocessor = pm.hook.create_postprocessor(device=device,
+                                                                         model=model)
+        if threshold is not None and model.label_list:
+            threshold_vector(threshold, len(model.label_list))  # fail now, not mid-run
+        workers = max(2, min(4, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mlcls-load")
+        self._runners = ThreadPoolExecutor(len(self.predictors), thread_name_prefix="mlcls-run")
+
+    @staticmethod
+    def _check_placement(wanted: Device, predictor: Predictor,
+                         fallback: bool | None) -> Placement:
+        """Read back where the engine runs; an engine's own silent fallback becomes an error,
+        or, with fallback on, a recorded and logged one."""
+        reported = get_plugin_manager().hook.verify_placement(device=wanted, predictor=predictor)
+        placement = reported or predictor.placement()
+        if placement.device.partition(":")[0] == wanted.type and (
+                not wanted.ids or placement.device == str(wanted)):
+            return placement
+        reason = (f"the engine runs on {placement.device} although {wanted} was asked "
+                  f"({placement.detail or 'no detail'})")
+        if not fallback_enabled(fallback):
+            raise DeviceError(f"device '{wanted}': {reason}; pass --fallback to accept it")
+        from .devices import announce_fallback
+
+        announce_fallback(str(wanted), placement.device, reason)
+        return placement
+
+    @property
+    def device(self) -> str:
+        """The device(s) actually used, e.g. ``cpu`` or ``gpu:0,1``."""
+        types = {p.device.partition(":")[0] for p in self.placements}
+        if len(types) == 1 and len(self.placements) > 1:
+            ids = [p.device.partition(":")[2] for p in self.placements]
+            return f"{types.pop()}:{','.join(ids)}"
+        return ",".join(p.device for p in self.placements)
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def _load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        image = sample.load()
+        return image, self.preprocessor.prepare(image)
+
+    def _run(self, predictor_index: int, prepared: list[np.ndarray]) -> np.ndarray:
+        batch = self.preprocessor.collate(prepared)
+        scores = self.predictors[predictor_index].run(batch)
+        if scores.shape[0] != len(prepared):
+            raise RuntimeError(f"the predictor returned {scores.shape[0]} rows for a batch of "
+                               f"{len(prepared)}")
+        return scores
+
+    def predict(self, input: Any, threshold: Any = None, batch_size: int | None = None,
+                **kwargs: Any) -> Iterator[BaseResult]:
+        """Yield one result per input image, in input order. An input that cannot be read
+        yields a ``FailedResult`` (``ok`` is False) in its place; the rest still run."""
+        if kwargs:
+            raise TypeError(f"predict() got unexpected arguments: {', '.join(kwargs)}")
+        bs = cfgmod._positive_int(batch_size, "batch_size") if batch_size else self.batch_size
+        thr = threshold if threshold is not None else self.threshold
+        if thr is not None and self.model.label_list:
+            threshold_vector(thr, len(self.model.label_list))
+        return self._predict(expand_inputs(input), thr, bs)
+
+    __call__ = predict
+
+    def _chunks(self, items: Iterable[Sample | InputError], size: int):
+        chunk: list[tuple[Sample | InputError, Future | None]] = []
+        for item in items:
+            fut = self._pool.submit(self._load, item) if isinstance(item, Sample) else None
+            chunk.append((item, fut))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _predict(self, items, threshold, batch_size) -> Iterator[BaseResult]:
+        n = len(self.predictors)
+        lookahead = n + 1  # batches being decoded ahead of the ones running
+        chunks = self._chunks(items, batch_size)
+        loading: deque = deque()
+        running: deque = deque()
+        turn = 0
+
+        def refill() -> None:
+            while len(loading) < lookahead:
+                nxt = next(chunks, None)
+                if nxt is None:
+                    return
+                loading.append(nxt)
+
+        refill()
+        while loading or running:
+            while loading and len(running) < n:
+                chunk = loading.popleft()
+                refill()
+                outcomes = []
+                for item, fut in chunk:
+                    if fut is None:
+                        outcomes.append((item, None, item))
+                        continue
+                    try:
+                        image, prepared = fut.result()
+                        outcomes.append((item, (image, prepared), None))
+                    except Exception as exc:  # one bad input must not stop the others
+                        outcomes.append((item, None, exc))
+                good = [o[1][1] for o in outcomes if o[1] is not None]
+                run = (self._runners.submit(self._run, turn % n, good) if good else None)
+                running.append((outcomes, run, turn % n))
+                turn += 1
+            outcomes, run, which = running.popleft()
+            yield from self._results(outcomes, run, which, threshold)
+
+    def _results(self, outcomes, run: Future | None, which: int, threshold):
+        rows = None
+        batch_error = None
+        if run is not None:
+            try:
+                rows = self.postprocessor(run.result(), threshold)
+            except Exception as exc:
+                batch_error = exc
+                log.error("inference failed on a batch: %s", _error_text(exc))
+        device = self.placements[which].device
+        k = 0
+        for item, loaded, error in outcomes:
+            path = item.input_path if isinstance(item, Sample) else getattr(item, "source", None)
+            index = item.index if isinstance(item, Sample) else 0
+            if loaded is None or batch_error is not None:
+                exc = error if loaded is None else batch_error
+                label = item.label if isinstance(item, Sample) else path
+                log.error("%s: %s", label, _error_text(exc))
+                yield FailedResult(path, _error_text(exc), index)
+                continue
+            pred = rows[k]
+            k += 1
+            yield MultiLabelClsResult({
+                "input_path": path, "page_index": None, "class_ids": pred.class_ids,
+                "scores": pred.scores, "label_names": pred.label_names, "device": device,
+            }, image=loaded[0], index=index)
+
+    def close(self) -> None:
+        for predictor in self.predictors:
+            predictor.close()
+        for pool in ("_pool", "_runners"):
+            if hasattr(self, pool):
+                getattr(self, pool).shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> MultiLabelClassificationPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_pipeline(pipeline: str | dict | None = None, device: str | None = None, *,
+                    config: str | dict | None = None, model: str | None = None,
+                    model_dir: str | os.PathLike | None = None, batch_size: int | None = None,
+                    threshold: Any = None, fallback: bool | None = None,
+                    device_options: dict[str, Any] | None = None, use_hpip: bool = False,
+                    **kwargs: Any) -> MultiLabelClassificationPipeline:
+    """Build the pipeline. ``pipeline`` is ``multi_label_image_classification`` (or
+    ``image_multilabel_classification``) or a pipeline YAML path; ``config`` is accepted as an
+    alias. Arguments given here win over the YAML, which wins over the model's inference.yml.
+    ``device`` is ``auto`` (default), ``cpu``, ``gpu:0``, ``gpu:1,2``, ``npu:0``..."""
+    if kwargs:
+        raise TypeError(f"create_pipeline() got unexpected arguments: {', '.join(kwargs)}")
+    if pipeline is not None and config is not None:
+        raise TypeError("pass either pipeline or config, not both")
+    settings = cfgmod.settings_from_config(cfgmod.load_pipeline_config(
+        config if config is not None else pipeline))
+    if model is not None and model_dir is None:
+        settings.model_dir = None  # a model named in the call replaces the YAML's directory
+    settings = cfgmod.merge(settings, model_name=model,
+                            model_dir=str(model_dir) if model_dir else None,
+                            batch_size=batch_size, threshold=threshold, device=device)
+    spec = resolve_model(settings.model_name, settings.model_dir)
+    resolution = resolve_device(settings.device, model=spec, fallback=fallback)
+    return MultiLabelClassificationPipeline(spec, resolution, batch_size=settings.batch_size,
+                                            threshold=settings.threshold,
+                                            device_options=device_options, fallback=fallback)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelgen import export_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("MLCLS_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 5-class random-weight model with a 32x32 input (session-wide, read-only)."""
+    return export_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """A few real image files of different formats and sizes."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i, (name, size) in enumerate([("a.jpg", (64, 48)), ("b.png", (40, 40)),
+                                      ("c.bmp", (30, 50)), ("d.webp", (100, 20))]):
+        arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        arr[:, : size[0] // 2] = (i * 60) % 256
+        Image.fromarray(arr).save(root / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "model").is_dir():
+        pytest.skip(f"parity fixture not found at {REFERENCE} (set MLCLS_REFERENCE_DIR)")
+    return REFERENCE
