@@ -26,6 +26,8 @@ class TypeEntry:
     fallback: tuple[str, ...] = ()
     visible_env: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Environment the framework reads at import time; a value the user already set wins.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ def _read_text() -> tuple[str, str]:
         try:
             return path.read_text(encoding="utf-8"), str(path)
         except OSError as exc:
-            raise UsageError(f"{ENV_CATALOGUE}={override}: cannot read it ({exc.strerror})") from exc
+            raise UsageError(f"{ENV_CATALOGUE}={override}: cannot read it "
+                             f"({exc.strerror})") from exc
     ref = resources.files("mlcls") / "devices.yaml"
     return ref.read_text(encoding="utf-8"), str(ref)
 
@@ -75,6 +78,7 @@ def parse_catalogue(text: str, source: str) -> Catalogue:
             fallback=tuple(str(f).lower() for f in spec.get("fallback") or ()),
             visible_env=spec.get("visible_env"),
             options=dict(spec.get("options") or {}),
+            env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
         )
     priority = tuple(str(p).lower() for p in data.get("priority") or ())
     for p in priority:

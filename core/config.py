@@ -91,7 +91,7 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
     if isinstance(module, dict):
         out.model_name = module.get("model_name")
         out.model_dir = module.get("model_dir")
-        out.batch_size = module.get("batch_size") or 1
+        out.batch_size = module.get("batch_size", 1)
         out.threshold = module.get("threshold")
         out.device = module.get("device", out.device)
     elif isinstance(legacy, dict):
@@ -100,13 +100,14 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
             out.model_dir = str(model)
         else:
             out.model_name = model
-        out.batch_size = legacy.get("batch_size") or 1
+        out.batch_size = legacy.get("batch_size", 1)
         out.threshold = legacy.get("threshold")
         out.device = legacy.get("device", out.device)
     else:
         raise UsageError(f"pipeline config: expected SubModules.{MODULE_KEY} or Pipeline "
                          "with the model settings")
-    out.batch_size = _positive_int(out.batch_size, "batch_size")
+    out.batch_size = _positive_int(1 if out.batch_size is None else out.batch_size,
+                                   "batch_size")
     return out
 
 

@@ -8,6 +8,7 @@ essential ``cpu`` backend loads whatever they say, since fallback and ``auto`` r
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -76,7 +77,8 @@ def _register_types(pm: pluggy.PluginManager, plugin: object, record: PluginReco
         if name in types:
             raise ValueError(f"device type '{name}' is already registered by "
                              f"plugin '{types[name].plugin}'")
-        types[name] = DeviceTypeInfo(name=name, description=info.description, plugin=record.name)
+        types[name] = dataclasses.replace(info, name=name, plugin=record.name,
+                                          aliases=tuple(a.lower() for a in info.aliases))
         record.device_types.append(name)
 
 
@@ -105,7 +107,12 @@ def _build() -> PluginState:
     types: dict[str, DeviceTypeInfo] = {}
     allow, block = _names(ENV_ALLOW), _names(ENV_BLOCK) or set()
     seen: set[str] = set()
-    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+    def order(ep) -> tuple[bool, bool, str]:
+        # essential, then built-in, backends first, so no third party can take their types
+        dist = getattr(ep, "dist", None)
+        return (ep.name not in ESSENTIAL, not (dist and dist.name == "mlcls"), ep.name)
+
+    for ep in sorted(metadata.entry_points(group=GROUP), key=order):
         if ep.name in seen:  # the same distribution found twice on sys.path
             continue
         seen.add(ep.name)

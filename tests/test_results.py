@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlcls import create_pipeline
+from mlcls.results import FailedResult, MultiLabelClsResult
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model):
+    with create_pipeline(model_dir=tiny_model, device="cpu", threshold=0.0) as p:
+        yield p
+
+
+def test_result_keys_and_files(pipeline, image_dir, tmp_path):
+    res = next(pipeline.predict(str(image_dir / "a.jpg")))
+    assert list(res) == ["input_path", "page_index", "class_ids", "scores", "label_names",
+                         "device"]
+    assert res["page_index"] is None and res["device"] == "cpu"
+    assert res.json == {"res": dict(res)}
+    json_path, img_path = res.save_all(tmp_path)
+    assert json_path == tmp_path / "a_res.json"
+    assert img_path == tmp_path / "a_res.jpg"
+    assert json.loads(json_path.read_text()) == dict(res)
+    with Image.open(img_path) as img:
+        assert img.format == "JPEG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_res.jpg", "a_res.json"]
+
+
+def test_png_input_saves_png_and_explicit_file_names(pipeline, image_dir, tmp_path):
+    res = next(pipeline.predict(str(image_dir / "b.png")))
+    assert res.save_to_img(tmp_path).name == "b_res.png"
+    assert res.save_to_json(tmp_path / "chosen.json") == tmp_path / "chosen.json"
+
+
+def test_array_inputs_get_numbered_names(pipeline, tmp_path):
+    arr = np.zeros((20, 30, 3), np.uint8)
+    results = list(pipeline.predict([arr, arr]))
+    assert [r["input_path"] for r in results] == [None, None]
+    names = [r.save_to_json(tmp_path).name for r in results]
+    assert names == ["image_0_res.json", "image_1_res.json"]
+
+
+def test_print_formats(pipeline, image_dir, capsys):
+    res = next(pipeline.predict(str(image_dir / "a.jpg")))
+    res.print()
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"res": dict(res)}
+    assert out.startswith("{\n    \"res\"")
+    res.print(format_json=False)
+    assert capsys.readouterr().out.startswith("{'res':")
+
+
+def test_visualisation_is_legible_on_tiny_and_large_images(tmp_path):
+    labels = [f"label number {i}" for i in range(60)]
+    for shape in [(8, 8, 3), (2000, 3000, 3)]:
+        res = MultiLabelClsResult({"input_path": "x.png", "page_index": None,
+                                   "class_ids": list(range(60)), "scores": [0.9] * 60,
+                                   "label_names": labels, "device": "cpu"},
+                                  image=np.full(shape, 128, np.uint8))
+        img = res.img["res"]
+        assert img.height >= 320  # tiny images are scaled up so the text fits
+        assert img.width > shape[1]  # the legend is beside the picture, not over it
+        shown_width = round(shape[1] * max(1.0, 320 / shape[0]))
+        right = np.asarray(img)[:, shown_width + 5:]
+        assert (right < 100).any()  # dark text drawn in the panel
+
+
+def test_failed_result_writes_nothing(tmp_path, caplog):
+    res = FailedResult("missing.jpg", "no such file")
+    assert not res.ok
+    res.save_all(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert "missing.jpg" in caplog.text
+
+
+def test_existing_file_survives_a_failed_write(tmp_path):
+    target = tmp_path / "keep_res.json"
+    target.write_text("old")
+    res = MultiLabelClsResult({"input_path": "keep.jpg", "bad": object()})
+    with pytest.raises(TypeError):
+        res.save_to_json(tmp_path)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep_res.json"]
