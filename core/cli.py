@@ -21,6 +21,7 @@ from .errors import MlclsError, UsageError
 # Subcommands live in their own modules, each with ``main(argv) -> int``.
 SUBCOMMANDS = {
     "plugins": "mlcls.cli_plugins",
+    "devices": "mlcls.cli_devices",
 }
 
 

@@ -33,6 +33,9 @@ class DeviceTypeInfo:
     name: str
     description: str = ""
     plugin: str = ""
+    # Defaults for a type devices.yaml does not list (devices.yaml wins when it does).
+    aliases: tuple[str, ...] = ()
+    fallback: tuple[str, ...] = ()
 
 
 @dataclass
@@ -46,12 +49,13 @@ class ProbeReport:
     reason: str = ""  # why it is unavailable
     fix: str = ""  # what to do about it
     details: list[dict[str, Any]] = field(default_factory=list)  # e.g. the GPUs found
+    notes: list[str] = field(default_factory=list)  # warnings that do not block the type
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "type": self.device_type, "available": self.available, "count": self.count,
             "versions": self.versions, "reason": self.reason, "fix": self.fix,
-            "details": self.details,
+            "details": self.details, "notes": self.notes,
         }
 
 
@@ -88,6 +92,27 @@ def known_types() -> list[str]:
     return names
 
 
+def aliases() -> dict[str, str]:
+    """Alias -> type, from devices.yaml and from plugins (devices.yaml wins)."""
+    from .plugins import get_state
+
+    found = {a: info.name for info in get_state().device_types.values() for a in info.aliases}
+    found.update(load_catalogue().aliases())
+    return found
+
+
+def fallback_chain(device_type: str) -> tuple[str, ...]:
+    """The types to try instead of ``device_type``: devices.yaml's chain when it lists the
+    type, else the chain its plugin registered."""
+    from .plugins import get_state
+
+    cat = load_catalogue()
+    if device_type in cat.types:
+        return cat.types[device_type].fallback
+    info = get_state().device_types.get(device_type)
+    return tuple(t.lower() for t in info.fallback) if info else ()
+
+
 def parse_device(text: str | None) -> Device | str:
     """Parse a device string; returns ``"auto"`` or a ``Device``. Raises ``DeviceError``."""
     if text is None:
@@ -102,7 +127,7 @@ def parse_device(text: str | None) -> Device | str:
         return AUTO
     name, sep, id_part = low.partition(":")
     name = name.strip()
-    name = load_catalogue().aliases().get(name, name)
+    name = aliases().get(name, name)
     if name not in types:
         raise DeviceSpecError(f"unknown device type '{raw.partition(':')[0]}' in '{raw}'; "
                           f"known types: {listing}")
@@ -113,8 +138,8 @@ def parse_device(text: str | None) -> Device | str:
         part = part.strip()
         if not part.isdigit():
             what = f"'{part}'" if part else "an empty id"
-            raise DeviceSpecError(f"bad device id {what} in '{raw}': ids are non-negative integers, "
-                              f"as in {name}:0 or {name}:0,1")
+            raise DeviceSpecError(f"bad device id {what} in '{raw}': ids are non-negative "
+                                  f"integers, as in {name}:0 or {name}:0,1")
         dev_id = int(part)
         if dev_id in ids:
             raise DeviceSpecError(f"device id {dev_id} appears twice in '{raw}'")
@@ -208,12 +233,12 @@ def resolve_device(spec: str | None, *, model: ModelSpec | None = None,
     if why is None:
         return Resolution(str(parsed), parsed, report)
     if not fallback_enabled(fallback):
-        chain = cat.entry(parsed.type).fallback
+        chain = fallback_chain(parsed.type)
         hint = (f"; pass --fallback (or set {ENV_FALLBACK}=1) to use "
                 f"{' then '.join(chain)} instead" if chain else "")
         raise DeviceError(f"cannot use device '{parsed}': {why}{hint}")
     tried = [why]
-    for name in cat.entry(parsed.type).fallback:
+    for name in fallback_chain(parsed.type):
         candidate = Device(name)
         report2, why2 = _usable(candidate, model)
         if why2 is None:

@@ -1,0 +1,37 @@
+"""The Cambricon MLU backend: Paddle's CustomDevice plugin ``paddle-custom-mlu`` (on the Neuware
+SDK). Ids are counted after ``MLU_VISIBLE_DEVICES``."""
+
+from __future__ import annotations
+
+from mlcls import hookimpl
+from mlcls.devices import DeviceTypeInfo, ProbeReport
+
+from . import custom_device
+from .paddle_device import apply_env
+
+SPEC = custom_device.CustomDeviceSpec(type="mlu", distribution="paddle-custom-mlu",
+                                      vendor="Cambricon", toolkit="Neuware SDK (CNToolkit)",
+                                      smi="cnmon")
+
+
+@hookimpl
+def register_device_types(register):
+    register(DeviceTypeInfo(SPEC.type, "Cambricon MLU through the paddle-custom-mlu plugin"))
+
+
+@hookimpl
+def prepare_environment(device, options):
+    if device.type == SPEC.type:
+        apply_env(SPEC.type)
+
+
+@hookimpl
+def probe_device(device_type: str) -> ProbeReport | None:
+    return custom_device.probe(SPEC) if device_type == SPEC.type else None
+
+
+@hookimpl
+def create_predictor(device, device_id, model, options):
+    if device.type != SPEC.type:
+        return None
+    return custom_device.create_predictor(SPEC, device_id, model, options)

@@ -1,0 +1,36 @@
+"""The Ascend NPU backend: Paddle's CustomDevice plugin ``paddle-custom-npu`` (on the CANN
+toolkit). Ids are counted after ``ASCEND_RT_VISIBLE_DEVICES``."""
+
+from __future__ import annotations
+
+from mlcls import hookimpl
+from mlcls.devices import DeviceTypeInfo, ProbeReport
+
+from . import custom_device
+from .paddle_device import apply_env
+
+SPEC = custom_device.CustomDeviceSpec(type="npu", distribution="paddle-custom-npu",
+                                      vendor="Ascend", toolkit="CANN toolkit", smi="npu-smi")
+
+
+@hookimpl
+def register_device_types(register):
+    register(DeviceTypeInfo(SPEC.type, "Ascend NPU through the paddle-custom-npu plugin"))
+
+
+@hookimpl
+def prepare_environment(device, options):
+    if device.type == SPEC.type:
+        apply_env(SPEC.type)
+
+
+@hookimpl
+def probe_device(device_type: str) -> ProbeReport | None:
+    return custom_device.probe(SPEC) if device_type == SPEC.type else None
+
+
+@hookimpl
+def create_predictor(device, device_id, model, options):
+    if device.type != SPEC.type:
+        return None
+    return custom_device.create_predictor(SPEC, device_id, model, options)
