@@ -1,15 +1,32 @@
-"""Official model names and the local model cache.
+"""Model names: the official PaddleX models (cached, downloaded on first use) and the packaged
+demo model.
 
-A name such as ``PP-LCNet_x1_0_ML`` resolves to ``$MLCLS_HOME/models/<name>`` (default
-``~/.cache/mlcls``).
+An official name such as ``PP-LCNet_x1_0_ML`` resolves to ``$MLCLS_HOME/models/<name>``
+(default ``~/.cache/mlcls/models/<name>``). A name not in the cache is fetched as
+``<base>/<name>_infer.tar`` from PaddleX's hosting of inference models (``$MLCLS_MODEL_BASE_URL``
+replaces the base), checked as a complete archive holding a model, and published into the cache
+with one rename, so that no process ever sees half a model and an interrupted download leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
-from pathlib import Path
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, TextIO
 
 from .errors import ModelError
+from .model import CONFIG_FILE, GRAPH_FILES, PARAMS_FILE, load_model_dir
 
 OFFICIAL_MODELS = (
     "PP-LCNet_x1_0_ML",
@@ -19,22 +36,246 @@ OFFICIAL_MODELS = (
     "ResNet50_ML",
     "CLIP_vit_base_patch16_448_ML",
 )
+DEMO_MODEL = "mlcls-demo"
 ENV_HOME = "MLCLS_HOME"
+ENV_BASE_URL = "MLCLS_MODEL_BASE_URL"
+ENV_DOWNLOAD_TIMEOUT = "MLCLS_DOWNLOAD_TIMEOUT"
+# Where PaddleX 3.x fetches its official inference models from.
+DEFAULT_BASE_URL = ("https://paddle-model-ecology.bj.bcebos.com/paddlex/"
+                    "official_inference_model/paddle3.0.0")
+DEFAULT_DOWNLOAD_TIMEOUT = 60.0  # seconds without progress on one socket operation
+_CHUNK = 1 << 20
+_MODEL_FILES = frozenset({CONFIG_FILE, PARAMS_FILE, *GRAPH_FILES})
 
 
 def cache_root() -> Path:
+    """The folder that holds one sub-folder per downloaded model."""
     home = os.environ.get(ENV_HOME)
     base = Path(home).expanduser() if home else Path.home() / ".cache" / "mlcls"
     return base / "models"
 
 
+def base_url() -> str:
+    return (os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def model_url(name: str) -> str:
+    return f"{base_url()}/{urllib.parse.quote(name)}_infer.tar"
+
+
+def demo_model_dir() -> Path:
+    """Where the packaged demo model lives (it may not have been built yet)."""
+    return Path(str(resources.files("mlcls") / "assets" / "demo_model"))
+
+
+def _missing_files(root: Path) -> list[str]:
+    missing = [f for f in (CONFIG_FILE, PARAMS_FILE) if not (root / f).is_file()]
+    if not any((root / g).is_file() for g in GRAPH_FILES):
+        missing.append(" or ".join(GRAPH_FILES))
+    return missing
+
+
+def _offline_hint(name: str, target: Path) -> str:
+    return (f"to run without the network, pass a model directory instead: --model_dir DIR "
+            f"(Python: create_pipeline(..., model_dir=DIR)), a PaddleX inference-model "
+            f"directory holding {CONFIG_FILE}, {PARAMS_FILE} and {GRAPH_FILES[0]}; or extract "
+            f"{name}_infer.tar by hand into {target}; or set {ENV_BASE_URL} to a reachable "
+            "mirror")
+
+
 def ensure_model(name: str) -> Path:
-    """The directory of an official model, from the cache."""
+    """The directory of a named model: the packaged demo, or an official model from the cache,
+    downloading it first when it is not there."""
+    if name == DEMO_MODEL:
+        return _demo_model()
     if name not in OFFICIAL_MODELS:
-        raise ModelError(f"unknown model '{name}': not a model directory and not an official "
-                         f"name ({', '.join(OFFICIAL_MODELS)}); pass --model_dir DIR")
+        raise ModelError(f"unknown model '{name}': not a model directory and not a known name "
+                         f"({', '.join((DEMO_MODEL, *OFFICIAL_MODELS))}); pass --model_dir DIR "
+                         "with a PaddleX inference-model directory")
     target = cache_root() / name
-    if target.is_dir():
+    if target.exists():
+        missing = _missing_files(target)
+        if missing:
+            raise ModelError(f"{target}: cached model '{name}' is incomplete (missing "
+                             f"{', '.join(missing)}); delete that folder to download it again")
         return target
-    raise ModelError(f"model '{name}' is not in the cache ({target}); pass --model_dir DIR "
-                     "with a PaddleX inference-model directory")
+    download_model(name, target)
+    return target
+
+
+def _demo_model() -> Path:
+    root = demo_model_dir()
+    if not root.is_dir():
+        raise ModelError(f"the demo model '{DEMO_MODEL}' is not part of this installation "
+                         f"(expected at {root}); pass --model_dir DIR with a PaddleX "
+                         "inference-model directory, or an official model name")
+    missing = _missing_files(root)
+    if missing:
+        raise ModelError(f"{root}: the demo model '{DEMO_MODEL}' is incomplete (missing "
+                         f"{', '.join(missing)}); reinstall mlcls or pass --model_dir DIR")
+    return root
+
+
+def download_model(name: str, target: Path, url: str | None = None) -> None:
+    """Fetch ``name``'s archive, check it and publish it as ``target`` in one rename."""
+    url = url or model_url(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Scratch space beside the cache entry, so that the final rename stays on one filesystem.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=target.parent))
+    try:
+        archive = scratch / f"{name}_infer.tar"
+        with open(archive, "wb") as fh:
+            _fetch(url, fh, name, target)
+        unpacked = scratch / name
+        _extract_model(archive, unpacked, url)
+        archive.unlink()
+        try:
+            load_model_dir(unpacked)
+        except ModelError as exc:
+            raise ModelError(f"{url}: the archive holds a model that cannot be loaded "
+                             f"({exc})") from None
+        try:
+            os.rename(unpacked, target)
+        except OSError:
+            # Another process published the same model first; theirs is complete too.
+            if _missing_files(target):
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _timeout() -> float:
+    raw = os.environ.get(ENV_DOWNLOAD_TIMEOUT)
+    try:
+        return float(raw) if raw else DEFAULT_DOWNLOAD_TIMEOUT
+    except ValueError:
+        return DEFAULT_DOWNLOAD_TIMEOUT
+
+
+def _fetch(url: str, out: BinaryIO, name: str, target: Path) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "mlcls"})
+    timeout = _timeout()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            header = response.headers.get("Content-Length")
+            expected = int(header) if header and header.isdigit() else None
+            received = _copy(response, out, expected, name)
+    except urllib.error.HTTPError as exc:
+        raise ModelError(f"cannot download model '{name}' from {url}: the server answered "
+                         f"HTTP {exc.code} {exc.reason}; {_offline_hint(name, target)}") from None
+    except urllib.error.URLError as exc:
+        raise ModelError(f"cannot download model '{name}' from {url}: cannot reach the server "
+                         f"({exc.reason}); {_offline_hint(name, target)}") from None
+    except TimeoutError:
+        raise ModelError(f"cannot download model '{name}' from {url}: no data for "
+                         f"{timeout:g} s ({ENV_DOWNLOAD_TIMEOUT}); "
+                         f"{_offline_hint(name, target)}") from None
+    except OSError as exc:  # e.g. the connection reset mid-body
+        raise ModelError(f"cannot download model '{name}' from {url}: {exc}; "
+                         f"{_offline_hint(name, target)}") from None
+    if expected is not None and received != expected:
+        raise ModelError(f"{url}: download of model '{name}' is incomplete: received "
+                         f"{received} of {expected} bytes; try again")
+    if received == 0:
+        raise ModelError(f"{url}: the server sent an empty body for model '{name}'")
+
+
+def _copy(src: BinaryIO, out: BinaryIO, expected: int | None, name: str) -> int:
+    bar = _ByteProgress(name, expected)
+    received = 0
+    try:
+        while True:
+            try:
+                chunk = src.read(_CHUNK)
+            except http.client.IncompleteRead as exc:  # body shorter than Content-Length
+                out.write(exc.partial)
+                received += len(exc.partial)
+                break
+            if not chunk:
+                break
+            out.write(chunk)
+            received += len(chunk)
+            bar.update(received)
+    finally:
+        bar.close()
+    return received
+
+
+class _ByteProgress:
+    """Bytes received, on one stderr line, only when stderr is a terminal."""
+
+    def __init__(self, name: str, total: int | None, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.name = name
+        self.total = total
+        self._last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < 0.2 and done != self.total):
+            return
+        self._last = now
+        mib = done / 2**20
+        if self.total:
+            text = f"{mib:.1f}/{self.total / 2**20:.1f} MiB ({100 * done // self.total}%)"
+        else:
+            text = f"{mib:.1f} MiB"
+        self.stream.write(f"\rdownloading {self.name}: {text}\033[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _member_path(member: tarfile.TarInfo, url: str) -> PurePosixPath | None:
+    """The member's safe relative path, None for entries to skip; unsafe names are errors."""
+    raw = member.name.replace("\\", "/")
+    path = PurePosixPath(raw)
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise ModelError(f"{url}: unsafe path '{member.name}' in the archive; refusing it")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts or member.isdir():
+        return None
+    if not member.isfile():  # links, devices, fifos: a model needs none of them
+        raise ModelError(f"{url}: archive member '{member.name}' is not a regular file; "
+                         "refusing it")
+    return PurePosixPath(*parts)
+
+
+def _extract_model(archive: Path, dest: Path, url: str) -> None:
+    """Unpack the model files of ``archive`` into ``dest``, flattening the archive's single
+    top folder (``<name>_infer/``) if it has one."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = [(m, p) for m in tar.getmembers()
+                       if (p := _member_path(m, url)) is not None]
+            model_root = _model_root([p for _, p in members], url)
+            dest.mkdir()
+            for member, path in members:
+                if path.parent != model_root:
+                    continue
+                src = tar.extractfile(member)
+                if src is None:
+                    continue
+                with src, open(dest / path.name, "wb") as fh:
+                    shutil.copyfileobj(src, fh, _CHUNK)
+                if (dest / path.name).stat().st_size != member.size:
+                    raise ModelError(f"{url}: archive member '{member.name}' is truncated")
+    except (tarfile.TarError, EOFError) as exc:
+        raise ModelError(f"{url}: not a complete tar archive ({exc})") from None
+
+
+def _model_root(paths: list[PurePosixPath], url: str) -> PurePosixPath:
+    folders = {p.parent for p in paths if p.name == CONFIG_FILE}
+    for folder in sorted(folders, key=lambda f: len(f.parts)):
+        names = {p.name for p in paths if p.parent == folder}
+        if PARAMS_FILE in names and names & set(GRAPH_FILES):
+            return folder
+    names = sorted(p.name for p in paths if p.name in _MODEL_FILES)
+    raise ModelError(f"{url}: the archive does not hold a model (needs {CONFIG_FILE}, "
+                     f"{PARAMS_FILE} and {' or '.join(GRAPH_FILES)} in one folder; found "
+                     f"{', '.join(names) or 'none of them'})")
+
