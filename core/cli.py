@@ -22,6 +22,10 @@ from .errors import MlclsError, UsageError
 SUBCOMMANDS = {
     "plugins": "mlcls.cli_plugins",
     "devices": "mlcls.cli_devices",
+    "dataset": "mlcls.cli_dataset",
+    "train": "mlcls.cli_train",
+    "eval": "mlcls.cli_eval",
+    "export": "mlcls.cli_export",
 }
 
 
@@ -73,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve", action="store_true", help="serve the pipeline over HTTP")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (--serve)")
     p.add_argument("--port", type=int, default=8080, help="port to serve on (--serve)")
+    from .serving.settings import add_serve_arguments
+
+    add_serve_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="do not print each result")
     p.add_argument("--version", action="version", version=_version())
     return p

@@ -1,0 +1,114 @@
+"""Running the service with uvicorn: in the foreground for ``mlcls --serve``, or on a
+background thread for tests, benchmarks and embedding."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+
+from ..errors import MlclsError, UsageError
+from .app import create_app
+from .settings import ServeSettings, settings_from_args
+
+log = logging.getLogger("mlcls.serving")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn starts, so a busy port is a clear error here and port 0 works."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: not an address this machine has ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise MlclsError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _server(app: Any, settings: ServeSettings, **config: Any) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level=settings.log_level,
+                                         timeout_keep_alive=5, **config))
+
+
+def serve(pipeline: Any, settings: ServeSettings) -> None:
+    """Serve ``pipeline`` until interrupted (SIGINT/SIGTERM shut down gracefully)."""
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.warning("serving on http://%s:%d on %s (API docs at /docs)", host, port,
+                pipeline.device)
+    try:
+        _server(create_app(pipeline, settings), settings).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def serve_from_args(args: argparse.Namespace) -> int:
+    """``mlcls --serve``: load the model first, then open the port."""
+    from ..pipeline import create_pipeline
+
+    if not args.pipeline:
+        raise UsageError("--serve needs --pipeline: multi_label_image_classification or a YAML")
+    settings = settings_from_args(args)
+    pipeline = create_pipeline(args.pipeline, device=args.device, model=args.model,
+                               model_dir=args.model_dir, batch_size=args.batch_size,
+                               threshold=args.threshold, fallback=args.fallback)
+    try:
+        serve(pipeline, settings)
+    finally:
+        pipeline.close()
+    return 0
+
+
+class BackgroundServer:
+    """The service on a daemon thread; ``url`` is its base address once started.
+
+        with BackgroundServer(pipeline, ServeSettings(port=0)) as server:
+            requests.post(server.url + "/multilabel-image-classification", json=...)
+    """
+
+    def __init__(self, pipeline: Any, settings: ServeSettings | None = None):
+        self.settings = settings or ServeSettings(port=0)
+        self.app = create_app(pipeline, self.settings)
+        self._sock = bind_socket(self.settings.host, self.settings.port)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://{self.settings.host}:{self.port}"
+        self._server = _server(self.app, self.settings)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="mlcls-server", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self._thread.start()
+        self._thread.join(0.01)
+        waited = 0.0
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the server thread ended before it started serving")
+            if waited > timeout:
+                raise RuntimeError(f"the server did not start within {timeout:g} s")
+            self._thread.join(0.02)
+            waited += 0.02
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
