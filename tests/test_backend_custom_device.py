@@ -1,0 +1,151 @@
+"""The npu and mlu backends (Paddle CustomDevice plugins): plugin detection through real installed
+metadata, version pairing, the probe against faked framework answers, the environment set before
+Paddle loads, the exact Config calls, and the guard that keeps an unregistered type from aborting
+the process."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import paddle
+import paddle.inference
+import pytest
+import yaml
+from backend_fakes import Calls, fake_paddle, recording_config, use_framework
+
+from mlcls.backends import cpu, framework_probe, mlu, npu
+from mlcls.catalogue import load_catalogue
+from mlcls.devices import Device, resolve_device
+from mlcls.errors import DeviceError
+from mlcls.model import load_model_dir
+from mlcls.plugins import get_plugin_manager
+
+BACKENDS = {"npu": npu, "mlu": mlu}
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_facts():
+    framework_probe.clear_cache()
+    yield
+    framework_probe.clear_cache()
+
+
+def install_metadata(tmp_path, monkeypatch, dist: str, version: str) -> None:
+    """A real installed-distribution record for the vendor plugin wheel (its code cannot run
+    here, but its metadata is what the probe reads)."""
+    info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+
+
+def _no_framework(monkeypatch):
+    def refuse():
+        raise AssertionError("the framework was asked although no plugin is installed")
+    monkeypatch.setattr(framework_probe, "framework_facts", refuse)
+
+
+@pytest.mark.parametrize("kind", ["npu", "mlu"])
+def test_missing_plugin_is_reported_without_asking_the_framework(kind, monkeypatch):
+    _no_framework(monkeypatch)
+    spec = BACKENDS[kind].SPEC
+    report = BACKENDS[kind].probe_device(device_type=kind)
+    assert not report.available
+    assert report.reason == f"the {spec.distribution} plugin is not installed"
+    assert spec.distribution in report.fix and spec.toolkit in report.fix
+
+
+@pytest.mark.parametrize("kind", ["npu", "mlu"])
+def test_loaded_plugin_counts_devices(kind, tmp_path, monkeypatch):
+    spec = BACKENDS[kind].SPEC
+    paired = ".".join(paddle.__version__.split(".")[:2]) + ".0"
+    install_metadata(tmp_path, monkeypatch, spec.distribution, paired)
+    fake = fake_paddle(custom_types=(kind, "other"),
+                       custom_devices=(f"{kind}:0", "other:0", f"{kind}:1"))
+    use_framework(monkeypatch, fake)
+    report = BACKENDS[kind].probe_device(device_type=kind)
+    assert report.available and report.count == 2
+    assert report.versions[spec.distribution] == paired
+    assert report.notes == []
+    assert {"get_all_custom_device_type", "get_available_custom_device"} <= set(
+        fake.calls.names())
+
+
+def test_version_skew_is_the_reason_when_paddle_does_not_load_the_plugin(tmp_path, monkeypatch):
+    install_metadata(tmp_path, monkeypatch, "paddle-custom-npu", "2.6.0")
+    use_framework(monkeypatch, fake_paddle(custom_types=()))
+    report = npu.probe_device(device_type="npu")
+    assert not report.available
+    assert "installed but Paddle did not load it" in report.reason
+    assert (f"paddle-custom-npu 2.6.0 is built for paddlepaddle 2.6.x but paddlepaddle "
+            f"{paddle.__version__} is installed") in report.reason
+    assert report.fix.startswith("install matching releases")
+
+
+def test_version_skew_is_a_note_when_the_plugin_still_works(tmp_path, monkeypatch):
+    install_metadata(tmp_path, monkeypatch, "paddle-custom-mlu", "2.6.0")
+    use_framework(monkeypatch, fake_paddle(custom_types=("mlu",), custom_devices=("mlu:0",)))
+    report = mlu.probe_device(device_type="mlu")
+    assert report.available and report.count == 1
+    assert len(report.notes) == 1 and "built for paddlepaddle 2.6.x" in report.notes[0]
+
+
+def test_mask_hiding_every_npu(tmp_path, monkeypatch):
+    install_metadata(tmp_path, monkeypatch, "paddle-custom-npu", paddle.__version__)
+    use_framework(monkeypatch, fake_paddle(custom_types=("npu",), custom_devices=()))
+    monkeypatch.setenv("ASCEND_RT_VISIBLE_DEVICES", "")
+    report = npu.probe_device(device_type="npu")
+    assert not report.available and "ASCEND_RT_VISIBLE_DEVICES=''" in report.reason
+
+
+@pytest.mark.parametrize("kind", ["npu", "mlu"])
+def test_prepare_environment_sets_devices_yaml_env_and_keeps_the_users(kind, monkeypatch):
+    path = load_catalogue().source
+    wanted = {str(k): str(v) for k, v in
+              (yaml.safe_load(open(path))["types"][kind].get("env") or {}).items()}
+    assert wanted, f"devices.yaml gives {kind} no env"
+    for key in wanted:
+        monkeypatch.delenv(key, raising=False)
+    mine = next(iter(wanted))
+    monkeypatch.setenv(mine, "set-by-user")
+    get_plugin_manager().hook.prepare_environment(device=Device(kind, (0,)), options={})
+    for key, value in wanted.items():
+        assert os.environ[key] == ("set-by-user" if key == mine else value)
+
+
+def test_unregistered_custom_type_is_an_error_not_an_abort(tiny_model):
+    # The real CPU build has no npu plugin; asking Paddle Inference for one would abort.
+    model = load_model_dir(tiny_model)
+    with pytest.raises(DeviceError, match=r"npu:0.*no CustomDevice plugin registered 'npu'"):
+        npu.create_predictor(device=Device("npu", (0,)), device_id=0, model=model, options={})
+
+
+@pytest.mark.parametrize("readback", [False, True])
+def test_create_predictor_calls_and_placement(readback, tiny_model, monkeypatch):
+    calls = Calls()
+    monkeypatch.setattr(paddle.inference, "Config",
+                        recording_config(calls, custom_readback=readback))
+    monkeypatch.setattr(paddle.device, "get_all_custom_device_type", lambda: ["mlu"])
+    model = load_model_dir(tiny_model)
+    pred = mlu.create_predictor(device=Device("mlu", (1,)), device_id=1, model=model,
+                                options={"precision": "fp16"})
+    assert calls == [("enable_custom_device", ("mlu", 1, paddle.inference.PrecisionType.Half))]
+    placement = pred.placement()
+    assert placement.device == "mlu:1"
+    assert ("no read-back" in placement.detail) != readback
+    batch = np.random.default_rng(3).random((2, 3, 32, 32), dtype=np.float32)
+    ref = cpu.create_predictor(device=Device("cpu"), device_id=None, model=model,
+                               options={"threads": 1, "mkldnn": False})
+    np.testing.assert_allclose(pred.run(batch), ref.run(batch), atol=1e-5)
+
+
+def test_resolution_strict_and_fallback_use_the_probe_reason(monkeypatch):
+    monkeypatch.delenv("MLCLS_FALLBACK", raising=False)
+    with pytest.raises(DeviceError, match="paddle-custom-npu plugin is not installed"):
+        resolve_device("ascend:0")
+    res = resolve_device("cambricon", fallback=True)
+    assert res.device == Device("cpu")
+    assert "paddle-custom-mlu plugin is not installed" in res.fallback_reason
