@@ -84,7 +84,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, describe_validation(list(exc.errors())), log_id(request))
+        message = describe_validation(list(exc.errors()))
+        kind = request.headers.get("content-type", "")
+        if "request body" in message and "json" not in kind.lower():
+            message = (f"send the body as JSON (Content-Type: application/json, not "
+                       f"{kind or 'none'!r}): {message}")
+        return error_response(422, message, log_id(request))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
