@@ -205,8 +205,10 @@ class MultiLabelClassificationPipeline:
             if loaded is None or batch_error is not None:
                 exc = error if loaded is None else batch_error
                 label = item.label if isinstance(item, Sample) else path
-                log.error("%s: %s", label, _error_text(exc))
-                yield FailedResult(path, _error_text(exc), index)
+                text = _error_text(exc)
+                log.error("%s: %s", label, text)
+                # An input without a path (array, bytes...) is named in the error instead.
+                yield FailedResult(path, text if path else f"{label}: {text}", index)
                 continue
             pred = rows[k]
             k += 1
