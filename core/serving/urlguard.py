@@ -24,9 +24,10 @@ def refusal(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                       ("private", ip.is_private), ("multicast", ip.is_multicast),
-                       ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved)):
+    # Most specific first: 0.0.0.0 and 127.0.0.1 also count as "private" to ipaddress.
+    for kind, flag in (("unspecified", ip.is_unspecified), ("loopback", ip.is_loopback),
+                       ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
+                       ("private", ip.is_private), ("reserved", ip.is_reserved)):
         if flag:
             return f"a {kind} address"
     return None
