@@ -1,0 +1,269 @@
+"""mlcls against PaddleX on the same model, images and thread budget, side by side.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--paddlex-python ~/paddlex-env/bin/python]
+
+Each measurement runs in its own fresh subprocess (so cold start and peak RSS are real), the
+repetitions are interleaved (mlcls b1, mlcls b8, PaddleX b1, PaddleX b8, then again) and the
+table shows medians, so that drift in a shared machine's speed hits both sides alike.
+
+Per worker process (one framework, one batch size):
+  cold start   process exec -> the first result of ``predict(<one image>)``, split into the
+               import, the pipeline's creation and that first prediction;
+  latency      wall time of ``predict(<B paths>)`` up to its last result, over the images in
+               consecutive groups of B, divided by B (per image); median and p90;
+  throughput   images/s of one ``predict(<all paths>)`` stream at batch size B, after a
+               warm-up pass over the same paths (so every batch shape has been seen once);
+  peak RSS     the process's ``ru_maxrss`` at the end.
+
+This file is also the worker (``--worker mlcls|paddlex``): it imports nothing outside the
+standard library at the top, so PaddleX's own interpreter can run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("MLCLS_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+BATCHES = (1, 8)
+# Environment variable through which the parent hands its exec timestamp to the worker.
+ENV_T0 = "MLCLS_BENCH_T0"
+
+
+# -- worker side ---------------------------------------------------------------------------------
+
+def _paths(images: str) -> list[str]:
+    return sorted(str(p) for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _mlcls_factory(model: str, batch: int, threads: int):
+    t = time.perf_counter()
+    import mlcls
+    from mlcls import create_pipeline  # noqa: F401 - the import a user's program does
+    t_import = time.perf_counter() - t
+
+    def create():
+        pipeline = create_pipeline("multi_label_image_classification", device="cpu",
+                                   model_dir=model, batch_size=batch,
+                                   device_options={"threads": threads})
+        return pipeline, pipeline.placements[0].detail
+
+    def labels(res) -> list[int]:
+        return list(res["class_ids"])
+
+    return t_import, create, labels, f"mlcls {mlcls.__version__}"
+
+
+def _paddlex_factory(model: str, batch: int, threads: int):
+    # PaddleX reads its CPU thread count from this variable (PaddlePredictorOption's default).
+    os.environ["PADDLE_PDX_CPU_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+    t = time.perf_counter()
+    import paddlex
+    from paddlex import create_pipeline
+    t_import = time.perf_counter() - t
+    template = (REFERENCE / "paddlex_pipeline.yaml").read_text()
+    yaml_text = template.replace("MODEL_DIR", model).replace("BATCH", str(batch))
+
+    def create():
+        import yaml  # PaddleX depends on PyYAML
+
+        config = yaml.safe_load(yaml_text)
+        pipeline = create_pipeline(config=config, device="cpu")
+        return pipeline, f"PaddleX defaults, PADDLE_PDX_CPU_NUM_THREADS={threads}"
+
+    def labels(res) -> list[int]:
+        return [int(c) for c in res["class_ids"]]
+
+    return t_import, create, labels, f"paddlex {paddlex.__version__}"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def run_worker(args: argparse.Namespace) -> dict:
+    t0 = float(os.environ.get(ENV_T0) or time.time())
+    paths = _paths(args.images)
+    factory = _mlcls_factory if args.worker == "mlcls" else _paddlex_factory
+    t_import, create, labels, version = factory(args.model, args.batch, args.threads)
+    t = time.perf_counter()
+    pipeline, engine = create()
+    t_create = time.perf_counter() - t
+    t = time.perf_counter()
+    first = next(iter(pipeline.predict(paths[0])))
+    t_first = time.perf_counter() - t
+    cold = time.time() - t0
+    del first
+
+    latencies = []
+    for i in range(0, len(paths) - args.batch + 1, args.batch):
+        group = paths[i:i + args.batch]
+        t = time.perf_counter()
+        n = sum(1 for _ in pipeline.predict(group))
+        latencies.append((time.perf_counter() - t) / n)
+
+    found = {}
+    for res in pipeline.predict(paths):  # warm-up: every batch shape once
+        found[Path(res["input_path"]).name] = labels(res)
+    t = time.perf_counter()
+    n = sum(1 for _ in pipeline.predict(paths))
+    throughput = n / (time.perf_counter() - t)
+    return {
+        "framework": args.worker, "version": version, "engine": engine, "batch": args.batch,
+        "images": len(paths), "cold_s": cold, "import_s": t_import, "create_s": t_create,
+        "first_s": t_first, "lat_median_ms": statistics.median(latencies) * 1e3,
+        "lat_p90_ms": _percentile(latencies, 0.9) * 1e3, "throughput": throughput,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "labels": found,
+    }
+
+
+# -- parent side ---------------------------------------------------------------------------------
+
+def spawn(python: str, framework: str, batch: int, args: argparse.Namespace) -> dict:
+    env = dict(os.environ)
+    env.update({"GLOG_minloglevel": "2", "PYTHONWARNINGS": "ignore"})
+    cmd = [python, str(Path(__file__).resolve()), "--worker", framework, "--batch", str(batch),
+           "--threads", str(args.threads), "--model", args.model, "--images", args.images]
+    with tempfile.TemporaryFile("w+") as err:
+        env[ENV_T0] = repr(time.time())
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                              timeout=args.timeout)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read()[-3000:]
+            raise SystemExit(f"{framework} worker (batch {batch}) failed with exit status "
+                             f"{proc.returncode}:\n{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _ratio(mine: float, theirs: float, higher_is_better: bool) -> str:
+    """How many times better mlcls is (> 1 = mlcls better)."""
+    if not mine or not theirs:
+        return "-"
+    return f"{(mine / theirs if higher_is_better else theirs / mine):.2f}x"
+
+
+ROWS = [  # (label, key, format, higher is better)
+    ("throughput b{b} (img/s)", "throughput", "{:.1f}", True),
+    ("latency b{b} median (ms/img)", "lat_median_ms", "{:.1f}", False),
+    ("latency b{b} p90 (ms/img)", "lat_p90_ms", "{:.1f}", False),
+    ("cold start b{b}: exec -> 1st result (s)", "cold_s", "{:.2f}", False),
+    ("  of which import (s)", "import_s", "{:.2f}", False),
+    ("  of which create pipeline (s)", "create_s", "{:.2f}", False),
+    ("  of which 1st predict (s)", "first_s", "{:.2f}", False),
+    ("peak RSS b{b} (MB)", "rss_mb", "{:.0f}", False),
+]
+
+
+def table(results: dict[tuple[str, int], list[dict]], frameworks: list[str]) -> str:
+    head = [f"measure (median of {len(next(iter(results.values())))})", *frameworks]
+    if len(frameworks) == 2:
+        head.append("mlcls/PaddleX (>1 = mlcls better)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in BATCHES:
+        for label, key, fmt, higher in ROWS:
+            if key in ("import_s",) and b != BATCHES[0]:
+                continue
+            cells = [label.format(b=b)]
+            values = [median_of(results[(f, b)], key) for f in frameworks]
+            cells += [fmt.format(v) for v in values]
+            if len(frameworks) == 2:
+                cells.append(_ratio(values[0], values[1], higher))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def agreement(results: dict[tuple[str, int], list[dict]]) -> str:
+    a = results[("mlcls", 1)][0]["labels"]
+    b = results[("paddlex", 1)][0]["labels"]
+    same = sum(1 for k in a if a[k] == b.get(k))
+    return f"label sets at the model's threshold identical for {same}/{len(a)} images"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--paddlex-python", help="python of an environment with paddlex installed "
+                   "(also measures PaddleX, side by side)")
+    p.add_argument("--model", default=str(REFERENCE / "model" / "PP-LCNet_x1_0_ML"))
+    p.add_argument("--images", default=str(REFERENCE / "images"))
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="inference threads for both sides (default: the available cores)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median)")
+    p.add_argument("--only", choices=["mlcls", "paddlex"], help=argparse.SUPPRESS)
+    p.add_argument("--json", help="also write every run's figures to this file")
+    p.add_argument("--timeout", type=float, default=600, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["mlcls", "paddlex"], help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.model = str(Path(args.model).expanduser().resolve())
+    args.images = str(Path(args.images).expanduser().resolve())
+    if args.worker:
+        print(json.dumps(run_worker(args)))
+        return 0
+
+    sides = [("mlcls", sys.executable)]
+    if args.paddlex_python:
+        sides.append(("paddlex", str(Path(args.paddlex_python).expanduser())))
+    if args.only:
+        sides = [s for s in sides if s[0] == args.only]
+    results: dict[tuple[str, int], list[dict]] = {}
+    for rep in range(args.repeat):
+        # Alternate who goes first, so that a slow spell does not always hit the same side.
+        for framework, python in (sides if rep % 2 == 0 else sides[::-1]):
+            for b in BATCHES:
+                r = spawn(python, framework, b, args)
+                results.setdefault((framework, b), []).append(r)
+                print(f"rep {rep + 1} {framework:7s} b{b}: {r['throughput']:.1f} img/s, "
+                      f"{r['lat_median_ms']:.1f} ms/img, cold {r['cold_s']:.2f} s, "
+                      f"{r['rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+    frameworks = [s[0] for s in sides]
+    first = {f: results[(f, 1)][0] for f in frameworks}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs "
+          f"({len(os.sched_getaffinity(0))} available), {_cpu_name()}; "
+          f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"model: {args.model}; images: {first[frameworks[0]]['images']} from {args.images}")
+    for f in frameworks:
+        print(f"{f}: {first[f]['version']}; engine: {first[f]['engine']}")
+    print(f"thread budget: {args.threads} inference threads on each side\n")
+    print(table(results, frameworks))
+    if len(frameworks) == 2:
+        print("\n" + agreement(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps({f"{k[0]} b{k[1]}": v for k, v in
+                                               results.items()}, indent=1))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
