@@ -70,7 +70,7 @@ def decode_bytes(data: bytes, source: str) -> np.ndarray:
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         return _decode_with_pillow(data, source)
-    if data.startswith(_JPEG_START) and not data.rstrip(b"\x00\r\n ").endswith(_JPEG_END):
+    if data.startswith(_JPEG_START) and not data[-64:].rstrip(b"\x00\r\n ").endswith(_JPEG_END):
         # OpenCV returns a cut JPEG with its missing rows grey; a full decode by Pillow tells
         # a cut file from one that merely carries bytes after its end marker.
         _check_complete(data, source)
@@ -93,8 +93,8 @@ def _decode_with_pillow(data: bytes, source: str) -> np.ndarray:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise InputError(source, f"not an image in any known format ({_describe(data)})"
-                         ) from None
+        raise InputError(source, f"not a readable image: no known image format "
+                         f"({_describe(data)})") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(source, f"not a readable image ({_describe(data)}): {exc}") from None
     fmt = img.format or "image"

@@ -45,6 +45,8 @@ DEFAULT_BASE_URL = ("https://paddle-model-ecology.bj.bcebos.com/paddlex/"
                     "official_inference_model/paddle3.0.0")
 DEFAULT_DOWNLOAD_TIMEOUT = 60.0  # seconds without progress on one socket operation
 _CHUNK = 1 << 20
+_SCRATCH_SUFFIX = ".partial"
+_STALE_AFTER_S = 24 * 3600
 _MODEL_FILES = frozenset({CONFIG_FILE, PARAMS_FILE, *GRAPH_FILES})
 
 
@@ -119,9 +121,17 @@ def _demo_model() -> Path:
 def download_model(name: str, target: Path, url: str | None = None) -> None:
     """Fetch ``name``'s archive, check it and publish it as ``target`` in one rename."""
     url = url or model_url(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Scratch space beside the cache entry, so that the final rename stays on one filesystem.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_scratch(target.parent, name)
+        # Scratch space beside the cache entry, so that the final rename stays on one
+        # filesystem.
+        scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=_SCRATCH_SUFFIX,
+                                        dir=target.parent))
+    except OSError as exc:
+        raise ModelError(f"cannot write the model cache {target.parent} ({exc.strerror or exc})"
+                         f"; set {ENV_HOME} to a writable folder, or pass --model_dir DIR"
+                         ) from None
     try:
         archive = scratch / f"{name}_infer.tar"
         with open(archive, "wb") as fh:
@@ -142,6 +152,21 @@ def download_model(name: str, target: Path, url: str | None = None) -> None:
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_stale_scratch(cache: Path, name: str) -> None:
+    """Scratch folders of downloads killed outright (no chance to clean up) are removed once
+    nothing has touched them for a day; a live download keeps writing into its own, and gives
+    up after a stall of ``MLCLS_DOWNLOAD_TIMEOUT`` seconds."""
+    horizon = time.time() - _STALE_AFTER_S
+    for scratch in cache.glob(f".{name}.*{_SCRATCH_SUFFIX}"):
+        try:
+            newest = max([scratch.stat().st_mtime,
+                          *(p.stat().st_mtime for p in scratch.rglob("*"))])
+        except OSError:
+            continue
+        if newest < horizon:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _timeout() -> float:

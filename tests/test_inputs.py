@@ -287,7 +287,7 @@ def test_url_type_comes_from_the_content(server, url_limits):
     ("/slow", "no complete answer within 1 s"),
     ("/silent", "no complete answer within 1 s"),
     ("/cut", "closed after 100 of the 5000 announced bytes"),
-    ("/text", "not an image in any known format"),
+    ("/text", "not a readable image: no known image format"),
 ])
 def test_bad_urls_are_reported(server, url_limits, route, reason):
     big = bytes(400000)
@@ -335,7 +335,7 @@ def test_bad_inputs_fail_alone_and_in_place(tmp_path, tiny_model, server, url_li
         (p("empty.jpg"), "empty file"),
         (p("cut.jpg"), "truncated or corrupt JPEG"),
         (p("cut.png"), "truncated or corrupt PNG"),
-        (p("text.jpg"), "not an image"),
+        (p("text.jpg"), "no known image format"),
         (p("empty_dir"), "no image files"),
         (p("missing.png"), "no such file"),
         (server.url("/ok"), None),
@@ -399,3 +399,33 @@ def test_unreadable_file_is_reported_and_the_rest_run(tiny_model, tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [row[0] for row in out] == [True, False, True]
     assert out[1][1] == str(secret) and "Permission denied" in out[1][2]
+
+
+_WALK_RUN = """
+import json, sys
+from mlcls.inputs import expand_inputs
+items = list(expand_inputs(sys.argv[1]))
+print(json.dumps([[type(i).__name__, getattr(i, "input_path", None) or i.source,
+                   getattr(i, "reason", None)] for i in items]))
+"""
+
+
+def test_unlistable_subdirectory_is_reported_in_place(tmp_path):
+    root = tmp_path / "photos"
+    (root / "b_locked").mkdir(parents=True)
+    Image.fromarray(RGB).save(root / "a.png")
+    Image.fromarray(RGB).save(root / "b_locked" / "hidden.png")
+    Image.fromarray(RGB).save(root / "c.png")
+    (root / "b_locked").chmod(0)
+    extra = {"preexec_fn": _without_root_file_access} if os.geteuid() == 0 else {}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _WALK_RUN, str(root)], timeout=120,
+                              capture_output=True, text=True, **extra)
+    finally:
+        (root / "b_locked").chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [row[:2] for row in out] == [["Sample", str(root / "a.png")],
+                                        ["InputError", str(root / "b_locked")],
+                                        ["Sample", str(root / "c.png")]]
+    assert "cannot list this directory (Permission denied)" in out[1][2]

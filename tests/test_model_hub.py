@@ -193,6 +193,27 @@ def test_incomplete_cache_entry_is_reported_not_used(hub_env):
         model_hub.ensure_model(NAME)
 
 
+def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("MLCLS_HOME", str(blocker))
+    with pytest.raises(ModelError, match="cannot write the model cache.*MLCLS_HOME"):
+        model_hub.ensure_model(NAME)
+
+
+def test_scratch_of_killed_downloads_is_swept_after_a_day(server, hub_env, good_tar):
+    server.routes[ROUTE] = lambda h: send(h, good_tar)
+    old, fresh = hub_env / f".{NAME}.old.partial", hub_env / f".{NAME}.fresh.partial"
+    for scratch in (old, fresh):
+        scratch.mkdir(parents=True)
+        (scratch / "part.tar").write_bytes(b"x")
+    day_ago = time.time() - 2 * 24 * 3600
+    for p in (old, old / "part.tar"):
+        os.utime(p, (day_ago, day_ago))
+    model_hub.ensure_model(NAME)
+    assert cache_listing(hub_env) == sorted([fresh.name, NAME])
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ModelError, match="unknown model 'NoSuchNet'") as info:
         model_hub.ensure_model("NoSuchNet")
