@@ -96,6 +96,8 @@ def load_request_image(image: str, limits: ImageLimits) -> tuple[np.ndarray, str
                              opener=limits.opener)
         except InputError as exc:
             raise bad_request(f"{source}: {exc.reason}") from None
+        except ValueError as exc:  # urllib's parsing: bad IPv6 brackets, IDNA labels...
+            raise bad_request(f"{source}: not a valid URL ({exc})") from None
     elif "://" in image[:16]:
         raise bad_request(f"image: '{_short(image)}' is a URL the server does not fetch; only "
                           "http:// and https:// URLs are accepted")

@@ -4,8 +4,8 @@ background thread for tests, benchmarks and embedding."""
 from __future__ import annotations
 
 import argparse
-import logging
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -14,8 +14,6 @@ import uvicorn
 from ..errors import MlclsError, UsageError
 from .app import create_app
 from .settings import ServeSettings, settings_from_args
-
-log = logging.getLogger("mlcls.serving")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -47,8 +45,8 @@ def serve(pipeline: Any, settings: ServeSettings) -> None:
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    log.warning("serving on http://%s:%d on %s (API docs at /docs)", host, port,
-                pipeline.device)
+    print(f"mlcls: serving on http://{host}:{port} on {pipeline.device} (API docs at /docs)",
+          file=sys.stderr, flush=True)
     try:
         _server(create_app(pipeline, settings), settings).run(sockets=[sock])
     finally:
