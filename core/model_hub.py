@@ -11,6 +11,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import difflib
 import http.client
 import os
 import shutil
@@ -91,9 +92,13 @@ def ensure_model(name: str) -> Path:
     if name == DEMO_MODEL:
         return _demo_model()
     if name not in OFFICIAL_MODELS:
+        known = (DEMO_MODEL, *OFFICIAL_MODELS)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or [
+            k for k in known if k.lower() == name.lower()]
+        hint = f"did you mean '{close[0]}'? " if close else ""
         raise ModelError(f"unknown model '{name}': not a model directory and not a known name "
-                         f"({', '.join((DEMO_MODEL, *OFFICIAL_MODELS))}); pass --model_dir DIR "
-                         "with a PaddleX inference-model directory")
+                         f"({', '.join(known)}); {hint}pass --model_dir DIR with a PaddleX "
+                         "inference-model directory")
     target = cache_root() / name
     if target.exists():
         missing = _missing_files(target)
@@ -218,7 +223,12 @@ def _copy(src: BinaryIO, out: BinaryIO, expected: int | None, name: str) -> int:
                 break
             if not chunk:
                 break
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:  # a full disk is no network problem: say so
+                raise ModelError(f"cannot save the download of model '{name}' to "
+                                 f"{getattr(out, 'name', 'the cache')} ({exc.strerror or exc})"
+                                 ) from None
             received += len(chunk)
             bar.update(received)
     finally:

@@ -221,6 +221,20 @@ def test_unknown_name_lists_the_known_ones():
         assert name in str(info.value)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_not_blamed_on_the_network():
+    with open("/dev/full", "wb", buffering=0) as out, \
+            pytest.raises(ModelError, match="cannot save the download.*No space left"):
+        model_hub._copy(io.BytesIO(b"x" * 4096), out, 4096, NAME)
+
+
+def test_a_near_miss_gets_a_suggestion():
+    with pytest.raises(ModelError, match="did you mean 'PP-HGNetV2-B4_ML'"):
+        model_hub.ensure_model("PP-HGNetV2_B4_ML")
+    with pytest.raises(ModelError, match="did you mean 'ResNet50_ML'"):
+        model_hub.ensure_model("resnet50_ml")
+
+
 def test_default_base_url_and_override(monkeypatch):
     monkeypatch.delenv("MLCLS_MODEL_BASE_URL", raising=False)
     url = model_hub.model_url("PP-HGNetV2-B4_ML")
