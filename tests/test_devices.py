@@ -1,0 +1,186 @@
+"""The device grammar, resolution (auto, strict, fallback by flag/env/devices.yaml policy),
+plugin-declared types, capability rules, and several CPU engines in one pipeline."""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlcls import create_pipeline, hookimpl, plugins
+from mlcls.catalogue import load_catalogue
+from mlcls.devices import AUTO, Device, DeviceTypeInfo, ProbeReport, parse_device, resolve_device
+from mlcls.errors import DeviceError, DeviceSpecError
+from mlcls.model import load_model_dir
+
+SHIPPED = yaml.safe_load(Path(load_catalogue().source).read_text())
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for var in ("MLCLS_FALLBACK", "MLCLS_DEVICES_YAML", "MLCLS_IGNORE_CAPABILITY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def write_catalogue(tmp_path, monkeypatch, **changes) -> Path:
+    data = yaml.safe_load(Path(load_catalogue().source).read_text())
+    data.update(changes)
+    # a new name each time: the catalogue is cached per path
+    path = tmp_path / f"devices-{len(list(tmp_path.glob('devices-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("MLCLS_DEVICES_YAML", str(path))
+    return path
+
+
+@pytest.fixture
+def fake_accelerator():
+    """A plugin type devices.yaml does not list, with its own alias and fallback chain."""
+    module = types.ModuleType("fakeacc_plugin")
+
+    @hookimpl
+    def register_device_types(register):
+        register(DeviceTypeInfo("FakeAcc", "test accelerator", aliases=("FA",),
+                                fallback=("cpu",)))
+
+    @hookimpl
+    def probe_device(device_type):
+        if device_type != "fakeacc":
+            return None
+        return ProbeReport("fakeacc", False, reason="the fake card is unplugged",
+                           fix="plug it in")
+
+    module.register_device_types = register_device_types
+    module.probe_device = probe_device
+    record = plugins.register_module(module, name="fakeacc")
+    assert record.status == "loaded", record.error
+    yield
+    plugins.reset()
+
+
+@pytest.mark.parametrize("text, want", [
+    ("GPU:0", Device("gpu", (0,))),
+    (" Cuda:1, 2 ", Device("gpu", (1, 2))),
+    ("nvidia", Device("gpu")),
+    ("Ascend:3", Device("npu", (3,))),
+    ("kunlunxin:0", Device("xpu", (0,))),
+    ("cambricon", Device("mlu")),
+    ("cpu", Device("cpu")),
+])
+def test_grammar_and_aliases(text, want):
+    assert parse_device(text) == want
+
+
+@pytest.mark.parametrize("text", [None, "auto", "AUTO", " Auto "])
+def test_auto(text):
+    assert parse_device(text) == AUTO
+
+
+@pytest.mark.parametrize("text, part", [
+    ("tpu:0", "unknown device type 'tpu' in 'tpu:0'"),
+    ("gpu:a", "bad device id 'a' in 'gpu:a'"),
+    ("gpu:0,", "bad device id (empty) in 'gpu:0,'"),
+    ("gpu:-1", "bad device id '-1'"),
+    ("gpu:1,1", "device id 1 appears twice in 'gpu:1,1'"),
+    ("  ", "empty device string"),
+])
+def test_bad_strings_name_the_bad_part(text, part):
+    with pytest.raises(DeviceSpecError) as info:
+        parse_device(text)
+    message = str(info.value)
+    assert part in message
+    for name in SHIPPED["types"]:
+        assert name in message  # every error lists the known types
+
+
+def test_plugin_types_join_the_grammar_with_their_alias_and_chain(fake_accelerator):
+    assert parse_device("fa:1") == Device("fakeacc", (1,))
+    with pytest.raises(DeviceSpecError, match="fakeacc"):
+        parse_device("nosuch")
+    with pytest.raises(DeviceError, match=r"the fake card is unplugged \(fix: plug it in\).*"
+                                          r"--fallback.*cpu"):
+        resolve_device("FakeAcc:0")
+    res = resolve_device("fa:0", fallback=True)
+    assert res.device == Device("cpu") and "unplugged" in res.fallback_reason
+
+
+def test_auto_takes_the_first_available_type_without_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        res = resolve_device(None)
+    # none of the accelerators can run on this machine, so the list ends at the CPU
+    assert res.device == Device("cpu") and res.fallback_reason is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_auto_follows_the_catalogue_priority(tmp_path, monkeypatch):
+    write_catalogue(tmp_path, monkeypatch, priority=["mlu"])
+    with pytest.raises(DeviceError, match="no device type in devices.yaml's priority list.*"
+                                          "paddle-custom-mlu"):
+        resolve_device("auto")
+
+
+def test_fallback_precedence_flag_env_policy(tmp_path, monkeypatch, caplog):
+    with pytest.raises(DeviceError, match="cannot use device 'npu:0'"):
+        resolve_device("npu:0")
+    write_catalogue(tmp_path, monkeypatch, fallback=True)
+    with caplog.at_level(logging.WARNING):
+        assert resolve_device("npu:0").device == Device("cpu")  # policy on
+    assert sum("npu:0 -> cpu" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.setenv("MLCLS_FALLBACK", "0")
+    with pytest.raises(DeviceError):
+        resolve_device("npu:0")  # env beats the policy
+    monkeypatch.setenv("MLCLS_FALLBACK", "1")
+    with pytest.raises(DeviceError):
+        resolve_device("npu:0", fallback=False)  # the flag beats the env
+
+
+def test_fallback_event_reaches_plugins():
+    events = []
+
+    class Listener:
+        @hookimpl
+        def on_fallback(self, requested, used, reason):
+            events.append((requested, used, reason))
+
+    pm = plugins.get_plugin_manager()
+    listener = Listener()
+    pm.register(listener)
+    try:
+        resolve_device("xpu:1", fallback=True)
+    finally:
+        pm.unregister(listener)
+    assert len(events) == 1 and events[0][:2] == ("xpu:1", "cpu")
+    assert "not an XPU build" in events[0][2]
+
+
+def test_capability_deny_allow_and_override(tiny_model, tmp_path, monkeypatch):
+    model = load_model_dir(tiny_model)  # model_name TinyNet_ML
+    write_catalogue(tmp_path, monkeypatch, models={"cpu": {"deny": ["TinyNet_*"]}})
+    with pytest.raises(DeviceError, match=r"model 'TinyNet_ML' is denied on 'cpu'.*TinyNet_\*"):
+        resolve_device("cpu", model=model)
+    monkeypatch.setenv("MLCLS_IGNORE_CAPABILITY", "1")
+    assert resolve_device("cpu", model=model).device == Device("cpu")
+    monkeypatch.delenv("MLCLS_IGNORE_CAPABILITY")
+    write_catalogue(tmp_path, monkeypatch, models={"cpu": {"allow": ["PP-*"]}})
+    with pytest.raises(DeviceError, match="not in devices.yaml's models.cpu.allow"):
+        resolve_device("cpu", model=model)
+
+
+def test_several_cpu_engines_share_the_work_in_input_order(tiny_model, image_dir):
+    inputs = sorted(str(p) for p in image_dir.iterdir()) * 2
+    with create_pipeline("multi_label_image_classification", device="cpu:0,1",
+                         model_dir=tiny_model, batch_size=1) as pipe:
+        assert [p.device for p in pipe.placements] == ["cpu:0", "cpu:1"]
+        results = list(pipe.predict(inputs))
+        assert pipe.device == "cpu:0,1"
+    assert [r["input_path"] for r in results] == inputs
+    assert Counter(r["device"] for r in results) == {"cpu:0": 4, "cpu:1": 4}
+    with create_pipeline("multi_label_image_classification", device="cpu",
+                         model_dir=tiny_model) as single:
+        ref = list(single.predict(inputs))
+    for mine, want in zip(results, ref):
+        assert mine["class_ids"] == want["class_ids"]
+        assert mine["scores"] == pytest.approx(want["scores"], abs=1e-5)
