@@ -68,12 +68,14 @@ def create_predictor(device, device_id, model, options):
         else:
             config.disable_mkldnn()
 
-    return PaddlePredictor(model, configure, read_placement)
+    return PaddlePredictor(model, configure, lambda config: read_placement(config, device_id))
 
 
-def read_placement(config) -> Placement:
-    """Where a CPU predictor runs, as its config reports after creation."""
+def read_placement(config, device_id: int | None = None) -> Placement:
+    """Where a CPU predictor runs, as its config reports after creation. ``cpu:0,1`` asks for
+    one engine per id (each with its own threads), so an id asked is an id reported."""
     if config.use_gpu():
         return Placement(f"gpu:{config.gpu_device_id()}", "engine reports a GPU")
     kernels = "oneDNN" if config.mkldnn_enabled() else "native kernels"
-    return Placement(TYPE, f"{kernels}, {config.cpu_math_library_num_threads()} threads")
+    where = TYPE if device_id is None else f"{TYPE}:{device_id}"
+    return Placement(where, f"{kernels}, {config.cpu_math_library_num_threads()} threads")

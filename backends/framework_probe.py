@@ -5,15 +5,20 @@ vendor runtimes behind them; a broken one can abort or segfault the importing pr
 probes of the gpu, xpu, npu and mlu backends therefore ask a child interpreter
 (``python -m mlcls.backends.framework_probe``), which prints the facts as JSON, under a timeout.
 A crash or a hang there becomes an ordinary "unavailable" reason. When Paddle is already imported
-in this process the facts are read here instead: whatever could crash has already run.
+in this process the facts are read here instead: whatever could crash has already run. And
+when the build's version file (read as text, not imported) says it has neither CUDA nor XPU and
+no CustomDevice plugin is on the path, there is nothing a child could add, so none is started:
+``--device auto`` on a CPU machine costs no extra process.
 
 ``collect(paddle)`` is the one function that touches the framework; tests hand it a fake module.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +43,7 @@ class FrameworkFacts:
     xpu: dict[str, Any] = field(default_factory=dict)  # compiled, version, count
     custom: dict[str, Any] = field(default_factory=dict)  # types: [...], devices: ["npu:0"...]
     problems: dict[str, str] = field(default_factory=dict)  # one failed question -> why
+    source: str = "paddle"  # paddle (asked) | version-file (read without importing)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrameworkFacts:
@@ -87,6 +93,44 @@ def collect(paddle: Any) -> FrameworkFacts:
                                          []) or []],
     }
     return facts
+
+
+_ASSIGNMENT = re.compile(r"^(\w+)\s*=\s*'([^']*)'", re.MULTILINE)
+_ABSENT = ("", "False", "None")
+
+
+def _custom_plugins_present() -> bool:
+    """Whether Paddle would find a CustomDevice plugin to load (its documented places)."""
+    if os.environ.get("CUSTOM_DEVICE_ROOT"):
+        return True
+    return any(os.path.isdir(os.path.join(entry or ".", "paddle_custom_device"))
+               for entry in sys.path)
+
+
+def static_facts() -> FrameworkFacts | None:
+    """The facts from ``paddle/version/__init__.py`` read as text, when they settle everything
+    (no CUDA, no XPU, no CustomDevice plugin); ``None`` when Paddle must be asked."""
+    try:
+        spec = importlib.util.find_spec("paddle")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations or _custom_plugins_present():
+        return None
+    base = list(spec.submodule_search_locations)[0]
+    try:
+        with open(os.path.join(base, "version", "__init__.py"), encoding="utf-8") as fh:
+            values = dict(_ASSIGNMENT.findall(fh.read()))
+    except OSError:
+        return None
+    needed = ("full_version", "cuda_version", "xpu_xre_version")
+    if any(k not in values for k in needed) or values["cuda_version"] not in _ABSENT \
+            or values["xpu_xre_version"] not in _ABSENT:
+        return None
+    return FrameworkFacts(
+        paddle_version=values["full_version"], source="version-file",
+        cuda={"compiled": False, "version": None, "cudnn": None, "tensorrt": None, "count": 0},
+        xpu={"compiled": False, "version": None, "count": 0},
+        custom={"types": [], "devices": []})
 
 
 def _child_main() -> int:
@@ -147,7 +191,8 @@ def framework_facts() -> FrameworkFacts:
     with _lock:
         if key not in _cache:
             loaded = sys.modules.get("paddle")
-            _cache[key] = collect(loaded) if loaded is not None else run_child()
+            _cache[key] = (collect(loaded) if loaded is not None
+                           else static_facts() or run_child())
         return _cache[key]
 
 

@@ -137,12 +137,14 @@ def parse_device(text: str | None) -> Device | str:
     for part in id_part.split(","):
         part = part.strip()
         if not part.isdigit():
-            what = f"'{part}'" if part else "an empty id"
+            what = f"'{part}'" if part else "(empty)"
             raise DeviceSpecError(f"bad device id {what} in '{raw}': ids are non-negative "
-                                  f"integers, as in {name}:0 or {name}:0,1")
+                                  f"integers, as in {name}:0 or {name}:0,1; known types: "
+                                  f"{listing}")
         dev_id = int(part)
         if dev_id in ids:
-            raise DeviceSpecError(f"device id {dev_id} appears twice in '{raw}'")
+            raise DeviceSpecError(f"device id {dev_id} appears twice in '{raw}'; known types: "
+                                  f"{listing}")
         ids.append(dev_id)
     return Device(name, tuple(ids))
 

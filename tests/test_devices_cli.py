@@ -42,6 +42,30 @@ def test_child_probe_reports_what_the_real_build_says():
     assert facts.custom["types"] == sorted(paddle.device.get_all_custom_device_type())
 
 
+def test_version_file_answers_like_the_child_for_a_cpu_build():
+    static = framework_probe.static_facts()
+    if paddle.device.is_compiled_with_cuda() or paddle.device.is_compiled_with_xpu():
+        assert static is None  # such a build must be asked
+        return
+    child = framework_probe.run_child()
+    assert static.source == "version-file" and child.source == "paddle"
+    assert static.paddle_version == child.paddle_version == paddle.__version__
+    for part in ("cuda", "xpu"):
+        assert getattr(static, part)["compiled"] == getattr(child, part)["compiled"]
+        assert getattr(static, part)["count"] == getattr(child, part)["count"]
+    assert static.custom["types"] == child.custom["types"]
+
+
+def test_a_custom_device_plugin_means_paddle_must_be_asked(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUSTOM_DEVICE_ROOT", raising=False)
+    (tmp_path / "paddle_custom_device").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert framework_probe.static_facts() is None
+    monkeypatch.undo()
+    monkeypatch.setenv("CUSTOM_DEVICE_ROOT", str(tmp_path))
+    assert framework_probe.static_facts() is None
+
+
 def test_child_probe_survives_a_segfault_on_import(tmp_path):
     env = _broken_paddle(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     facts = framework_probe.run_child(env=env)
