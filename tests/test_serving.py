@@ -284,6 +284,10 @@ BAD_BODIES = {
     "two different thresholds": ({"image": b64(b"x"), "threshold": 0.3,
                                   "inferenceParams": {"threshold": 0.4}}, 400, "threshold"),
     "threshold not a number": ({"image": b64(b"x"), "threshold": "high"}, 422, "threshold"),
+    "threshold true": ({"image": b64(b"x"), "threshold": True}, 422, "true/false"),
+    "threshold list with false": ({"image": b64(b"x"), "inferenceParams": {
+        "threshold": [0.5, False, 0.5, 0.5, 0.5]}}, 422, "true/false"),
+    "topK true": ({"image": b64(b"x"), "inferenceParams": {"topK": True}}, 422, "topK"),
     "visualize not a bool": ({"image": b64(b"x"), "visualize": "sometimes"}, 422,
                              "visualize"),
     "body is a list": ([1, 2, 3], 422, "object"),

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # A threshold for every class, one per class, or {"default": t, "<class id>": t, ...}.
 Threshold = Union[float, list[float], dict[str, float]]  # noqa: UP007 - pydantic schema
+
+
+def reject_booleans(value: Any) -> Any:
+    """pydantic would read true as 1; for a threshold or topK that is a client mistake."""
+    values = value.values() if isinstance(value, dict) else (
+        value if isinstance(value, list) else [value])
+    if any(isinstance(v, bool) for v in values):
+        raise ValueError("expected a number, not true/false")
+    return value
 
 
 class InferenceParams(BaseModel):
@@ -16,6 +25,8 @@ class InferenceParams(BaseModel):
     topK: int | None = Field(None, ge=1, description="Keep only the topK best categories.")
     threshold: Threshold | None = Field(
         None, description="Score threshold(s) in [0, 1]; overrides the model's.")
+
+    _numbers = field_validator("topK", "threshold", mode="before")(reject_booleans)
 
 
 class InferRequest(BaseModel):
@@ -28,6 +39,8 @@ class InferRequest(BaseModel):
         None, description="Same as inferenceParams.threshold (PaddleX 3.x accepts both).")
     visualize: bool | None = Field(
         None, description="Return the visualisation in result.image (default true).")
+
+    _numbers = field_validator("threshold", mode="before")(reject_booleans)
 
 
 class Category(BaseModel):
