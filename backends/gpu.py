@@ -24,6 +24,7 @@ from . import framework_probe, nvidia
 from .paddle_device import (
     apply_env,
     broken_framework,
+    clashing_builds,
     distribution_version,
     mask_reason,
     precision_type,
@@ -115,13 +116,20 @@ def probe() -> ProbeReport:
     for key in ("version", "cudnn", "tensorrt"):
         if facts.cuda.get(key):
             versions["cuda" if key == "version" else key] = str(facts.cuda[key])
+    clash = clashing_builds()
     if not facts.cuda.get("compiled"):
-        return _cpu_build_report(str(facts.paddle_version), versions, gpus)
-    count = int(facts.cuda.get("count") or 0)
-    if count == 0:
-        return _no_device_report(versions, gpus, facts.cuda.get("version"))
-    details = [dict(g.as_dict(), id=i) for i, g in enumerate(gpus)]
-    return ProbeReport(TYPE, True, count=count, versions=versions, details=details)
+        report = _cpu_build_report(str(facts.paddle_version), versions, gpus)
+    elif not facts.cuda.get("count"):
+        report = _no_device_report(versions, gpus, facts.cuda.get("version"))
+    else:
+        details = [dict(g.as_dict(), id=i) for i, g in enumerate(gpus)]
+        report = ProbeReport(TYPE, True, count=int(facts.cuda["count"]), versions=versions,
+                             details=details)
+    if clash and report.available:
+        report.notes.append(clash)
+    elif clash:
+        report.reason += f"; {clash}"
+    return report
 
 
 @hookimpl

@@ -58,6 +58,21 @@ def distribution_version(*names: str) -> str | None:
     return None
 
 
+FRAMEWORK_BUILDS = ("paddlepaddle", "paddlepaddle-gpu", "paddlepaddle-xpu")
+
+
+def clashing_builds() -> str | None:
+    """A sentence when several builds of the framework are installed: they all unpack into the
+    same ``paddle`` folder, so the one installed last decides what runs."""
+    found = [f"{name} {distribution_version(name)}" for name in FRAMEWORK_BUILDS
+             if distribution_version(name)]
+    if len(found) < 2:
+        return None
+    return (f"{' and '.join(found)} are installed together; they share one `paddle` folder, "
+            f"so the last one installed is what runs (uninstall them all, then install only "
+            f"the one you need)")
+
+
 def major_minor(version: str | None) -> tuple[int, ...] | None:
     parts = []
     for piece in (version or "").split(".")[:2]:

@@ -11,7 +11,13 @@ from mlcls.errors import DeviceError
 from mlcls.interfaces import Placement
 
 from . import framework_probe
-from .paddle_device import apply_env, broken_framework, distribution_version, mask_reason
+from .paddle_device import (
+    apply_env,
+    broken_framework,
+    clashing_builds,
+    distribution_version,
+    mask_reason,
+)
 
 TYPE = "xpu"
 INSTALL = "install paddlepaddle-xpu of the same release (docs/devices.md, Kunlunxin)"
@@ -40,8 +46,10 @@ def probe() -> ProbeReport:
     if facts.xpu.get("version"):
         versions["xpu_runtime"] = str(facts.xpu["version"])
     if not facts.xpu.get("compiled"):
+        clash = clashing_builds()
         return ProbeReport(TYPE, False, versions=versions, reason=(
-            f"paddlepaddle {facts.paddle_version} is not an XPU build"),
+            f"paddlepaddle {facts.paddle_version} is not an XPU build"
+            + (f"; {clash}" if clash else "")),
             fix=f"`pip uninstall -y paddlepaddle`, then {INSTALL}")
     count = int(facts.xpu.get("count") or 0)
     if count == 0:

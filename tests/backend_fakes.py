@@ -5,6 +5,7 @@ real predictor is still created, and runs, on the CPU)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 from pathlib import Path
@@ -54,6 +55,16 @@ def fake_paddle(*, version: str = "3.3.1", cuda: bool = False, cuda_count: int =
         ),
         calls=calls,
     )
+
+
+def install_metadata(tmp_path: Path, monkeypatch, dist: str, version: str) -> None:
+    """A real installed-distribution record (a vendor wheel whose code cannot run here, but
+    whose metadata is what the probes read)."""
+    info = tmp_path / "site" / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    monkeypatch.syspath_prepend(str(info.parent))
+    importlib.invalidate_caches()
 
 
 def use_framework(monkeypatch, fake) -> None:

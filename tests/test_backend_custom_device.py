@@ -5,7 +5,6 @@ the process."""
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
@@ -13,7 +12,7 @@ import paddle
 import paddle.inference
 import pytest
 import yaml
-from backend_fakes import Calls, fake_paddle, recording_config, use_framework
+from backend_fakes import Calls, fake_paddle, install_metadata, recording_config, use_framework
 
 from mlcls.backends import cpu, framework_probe, mlu, npu
 from mlcls.catalogue import load_catalogue
@@ -30,16 +29,6 @@ def _no_cached_facts():
     framework_probe.clear_cache()
     yield
     framework_probe.clear_cache()
-
-
-def install_metadata(tmp_path, monkeypatch, dist: str, version: str) -> None:
-    """A real installed-distribution record for the vendor plugin wheel (its code cannot run
-    here, but its metadata is what the probe reads)."""
-    info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
 
 
 def _no_framework(monkeypatch):

@@ -18,6 +18,7 @@ from backend_fakes import (
     Calls,
     fake_paddle,
     install_fake_smi,
+    install_metadata,
     recording_config,
     use_framework,
 )
@@ -205,3 +206,21 @@ def test_unavailable_gpu_is_strict_by_default_and_falls_back_when_asked(monkeypa
         res = resolve_device("cuda:0")
     assert res.device == Device("cpu") and "CPU build" in res.fallback_reason
     assert any("gpu:0 -> cpu" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_prefers_an_available_gpu(monkeypatch):
+    use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=2))
+    res = resolve_device("auto")
+    assert res.device == Device("gpu", (0,)) and res.fallback_reason is None
+
+
+def test_two_framework_builds_installed_together_are_named(tmp_path, monkeypatch):
+    install_metadata(tmp_path, monkeypatch, "paddlepaddle-gpu", "3.3.1")
+    report = gpu.probe()  # the real CPU build is what imports as `paddle`
+    assert not report.available
+    assert "paddlepaddle-gpu 3.3.1" in report.reason
+    assert f"paddlepaddle {paddle.__version__}" in report.reason
+    assert "installed together" in report.reason
+    use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=1))
+    report = gpu.probe()
+    assert report.available and any("installed together" in n for n in report.notes)
