@@ -12,11 +12,12 @@ import importlib.util
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlcls import hookimpl
-from mlcls.devices import DeviceTypeInfo, ProbeReport
+from mlcls.devices import Device, DeviceTypeInfo, ProbeReport
 from mlcls.errors import UsageError
 from mlcls.interfaces import Placement
 
@@ -32,18 +33,22 @@ from .paddle_device import (
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from mlcls.interfaces import Predictor
+    from mlcls.model import ModelSpec
+
 TYPE = "gpu"
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 CACHE_DIR_NAME = ".mlcls_trt_cache"
 
 
 @hookimpl
-def register_device_types(register):
+def register_device_types(register: Callable[[DeviceTypeInfo], None]) -> None:
     register(DeviceTypeInfo(TYPE, "NVIDIA GPU through a CUDA build of paddlepaddle"))
 
 
 @hookimpl
-def prepare_environment(device, options):
+def prepare_environment(device: Device, options: dict[str, Any]) -> None:
     if device.type == TYPE:
         apply_env(TYPE)
 
@@ -165,7 +170,8 @@ def _trt_cache_dir(options: dict[str, Any], model) -> Path:
 
 
 @hookimpl
-def create_predictor(device, device_id, model, options):
+def create_predictor(device: Device, device_id: int | None, model: ModelSpec,
+                     options: dict[str, Any]) -> Predictor | None:
     if device.type != TYPE:
         return None
     from mlcls.paddle_engine import PaddlePredictor

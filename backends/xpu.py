@@ -4,9 +4,11 @@ the framework, not a plugin), one predictor per XPU id."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from mlcls import hookimpl
-from mlcls.devices import DeviceTypeInfo, ProbeReport
+from mlcls.devices import Device, DeviceTypeInfo, ProbeReport
 from mlcls.errors import DeviceError
 from mlcls.interfaces import Placement
 
@@ -19,17 +21,21 @@ from .paddle_device import (
     mask_reason,
 )
 
+if TYPE_CHECKING:
+    from mlcls.interfaces import Predictor
+    from mlcls.model import ModelSpec
+
 TYPE = "xpu"
 INSTALL = "install paddlepaddle-xpu of the same release (docs/devices.md, Kunlunxin)"
 
 
 @hookimpl
-def register_device_types(register):
+def register_device_types(register: Callable[[DeviceTypeInfo], None]) -> None:
     register(DeviceTypeInfo(TYPE, "Kunlunxin XPU through a paddlepaddle XPU build"))
 
 
 @hookimpl
-def prepare_environment(device, options):
+def prepare_environment(device: Device, options: dict[str, Any]) -> None:
     if device.type == TYPE:
         apply_env(TYPE)
 
@@ -66,7 +72,8 @@ def probe_device(device_type: str) -> ProbeReport | None:
 
 
 @hookimpl
-def create_predictor(device, device_id, model, options):
+def create_predictor(device: Device, device_id: int | None, model: ModelSpec,
+                     options: dict[str, Any]) -> Predictor | None:
     if device.type != TYPE:
         return None
     from mlcls.paddle_engine import PaddlePredictor

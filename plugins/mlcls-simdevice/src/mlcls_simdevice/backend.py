@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from mlcls import hookimpl
-from mlcls.devices import DeviceTypeInfo, ProbeReport
+from mlcls.devices import Device, DeviceTypeInfo, ProbeReport
 from mlcls.errors import DeviceError
 from mlcls.interfaces import Placement, Predictor
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from mlcls.model import ModelSpec
 
 TYPE = "sim"
 ENV_COUNT = "MLCLS_SIM_COUNT"
@@ -73,7 +77,7 @@ def visible_count() -> int:
 
 
 @hookimpl
-def register_device_types(register):
+def register_device_types(register: Callable[[DeviceTypeInfo], None]) -> None:
     # Cheap on purpose: no framework import here, since every mlcls command registers plugins.
     register(DeviceTypeInfo(TYPE, "Simulated accelerator (runs on the host CPU)",
                             aliases=("simdevice",), fallback=("cpu",)))
@@ -126,7 +130,8 @@ class SimPredictor(Predictor):
 
 
 @hookimpl
-def create_predictor(device, device_id, model, options: dict[str, Any]):
+def create_predictor(device: Device, device_id: int | None, model: ModelSpec,
+                     options: dict[str, Any]) -> Predictor | None:
     if device.type != TYPE:
         return None
     from mlcls.paddle_engine import PaddlePredictor
