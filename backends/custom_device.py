@@ -8,6 +8,8 @@ predictor is only created after the type is confirmed registered in this process
 
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,9 @@ class CustomDeviceSpec:
     vendor: str  # e.g. "Ascend"
     toolkit: str  # the vendor SDK the plugin needs, for the fix text
     smi: str  # the vendor's device-listing tool
+    # (label, file) pairs holding ``version=...`` lines of the vendor SDK/driver; ``$VAR`` and
+    # ``{arch}`` are filled in, and a file under an unset variable is skipped
+    version_files: tuple[tuple[str, str], ...] = ()
 
     @property
     def install(self) -> str:
@@ -41,11 +46,32 @@ class CustomDeviceSpec:
                 f"{self.toolkit} it needs (docs/devices.md, {self.vendor})")
 
 
+def sdk_versions(spec: CustomDeviceSpec) -> dict[str, str]:
+    """The vendor SDK/driver versions that its install files state (best effort: the SDK is
+    never imported for this)."""
+    found = {}
+    for label, pattern in spec.version_files:
+        path = os.path.expandvars(pattern.replace("{arch}", platform.machine()))
+        if "$" in path:
+            continue
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    key, sep, value = line.partition("=")
+                    if sep and key.strip().lower() == "version" and value.strip():
+                        found[label] = value.strip()
+                        break
+        except OSError:
+            continue
+    return found
+
+
 def probe(spec: CustomDeviceSpec) -> ProbeReport:
     plugin_version = distribution_version(spec.distribution)
     paddle_version = distribution_version("paddlepaddle")
     versions = {k: v for k, v in (("paddlepaddle", paddle_version),
                                   (spec.distribution, plugin_version)) if v}
+    versions.update(sdk_versions(spec))
     if plugin_version is None:
         # no plugin, nothing for Paddle to load: no child process needed to say so
         return ProbeReport(spec.type, False, versions=versions,

@@ -16,8 +16,13 @@ if TYPE_CHECKING:
     from mlcls.interfaces import Predictor
     from mlcls.model import ModelSpec
 
-SPEC = custom_device.CustomDeviceSpec(type="npu", distribution="paddle-custom-npu",
-                                      vendor="Ascend", toolkit="CANN toolkit", smi="npu-smi")
+SPEC = custom_device.CustomDeviceSpec(
+    type="npu", distribution="paddle-custom-npu", vendor="Ascend", toolkit="CANN toolkit",
+    smi="npu-smi", version_files=(
+        # ASCEND_TOOLKIT_HOME is exported by the toolkit's set_env.sh
+        ("cann", "$ASCEND_TOOLKIT_HOME/{arch}-linux/ascend_toolkit_install.info"),
+        ("ascend_driver", "/usr/local/Ascend/driver/version.info"),
+    ))
 
 
 @hookimpl

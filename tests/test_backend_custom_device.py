@@ -6,6 +6,7 @@ the process."""
 from __future__ import annotations
 
 import os
+import platform
 
 import numpy as np
 import paddle
@@ -138,3 +139,16 @@ def test_resolution_strict_and_fallback_use_the_probe_reason(monkeypatch):
     res = resolve_device("cambricon", fallback=True)
     assert res.device == Device("cpu")
     assert "paddle-custom-mlu plugin is not installed" in res.fallback_reason
+
+
+def test_cann_version_is_read_from_the_toolkit_install_file(tmp_path, monkeypatch):
+    home = tmp_path / "ascend-toolkit" / "latest"
+    info = home / f"{platform.machine()}-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True)
+    info.write_text("package_name=Ascend-cann-toolkit\nversion=8.0.RC3\ninnerversion=V1\n")
+    monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(home))
+    _no_framework(monkeypatch)  # no plugin installed: answered without Paddle
+    report = npu.probe_device(device_type="npu")
+    assert report.versions["cann"] == "8.0.RC3"
+    monkeypatch.delenv("ASCEND_TOOLKIT_HOME")
+    assert "cann" not in npu.probe_device(device_type="npu").versions
