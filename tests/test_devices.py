@@ -184,3 +184,32 @@ def test_several_cpu_engines_share_the_work_in_input_order(tiny_model, image_dir
     for mine, want in zip(results, ref):
         assert mine["class_ids"] == want["class_ids"]
         assert mine["scores"] == pytest.approx(want["scores"], abs=1e-5)
+
+
+ORDER_SCRIPT = """
+import sys, types
+from mlcls import create_pipeline, hookimpl, plugins
+
+seen = []
+
+@hookimpl
+def prepare_environment(device, options):
+    seen.append((str(device), "paddle" in sys.modules))
+
+module = types.ModuleType("envcheck")
+module.prepare_environment = prepare_environment
+plugins.register_module(module, name="envcheck")
+create_pipeline("multi_label_image_classification", device=sys.argv[2], model_dir=sys.argv[1])
+print(seen)
+"""
+
+
+def test_environment_is_prepared_before_paddle_is_imported(tiny_model):
+    # in a fresh process: vendor flags read at import only work if set before it
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ORDER_SCRIPT, str(tiny_model), "auto"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[('cpu', False)]"
