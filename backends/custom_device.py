@@ -125,7 +125,7 @@ def create_predictor(spec: CustomDeviceSpec, device_id: int | None, model: Any,
         raise DeviceError(f"device '{spec.type}:{dev_id}': no CustomDevice plugin registered "
                           f"'{spec.type}' with the Paddle imported in this process; "
                           f"{spec.install}")
-    precision = precision_type(options.get("precision"), spec.type)
+    precision = precision_type(options.get("precision"), spec.type, model)
 
     def configure(config) -> None:
         config.enable_custom_device(spec.type, dev_id, precision)

@@ -179,7 +179,7 @@ def create_predictor(device: Device, device_id: int | None, model: ModelSpec,
     gpu_id = 0 if device_id is None else int(device_id)
     tensorrt = bool(options.get("tensorrt", False))
     precision_name = str(options.get("precision") or "fp32").lower()
-    precision = precision_type(precision_name, TYPE)
+    precision = precision_type(precision_name, TYPE, model)
     if precision_name == "fp16" and not tensorrt:
         raise UsageError("gpu option precision=fp16 needs tensorrt: true (devices.yaml or "
                          "device_options)")

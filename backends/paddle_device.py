@@ -3,6 +3,7 @@ the visible-device mask, and version pairing."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import sys
@@ -10,8 +11,8 @@ from importlib import metadata
 from typing import Any
 
 from mlcls.catalogue import load_catalogue
-from mlcls.devices import ProbeReport
-from mlcls.errors import UsageError
+from mlcls.devices import ENV_IGNORE_CAPABILITY, ProbeReport
+from mlcls.errors import DeviceError, UsageError
 
 from .framework_probe import FrameworkFacts
 
@@ -36,14 +37,34 @@ def apply_env(device_type: str) -> dict[str, str]:
     return applied
 
 
-def precision_type(name: Any, device_type: str) -> Any:
-    """``fp32``/``fp16`` -> ``paddle.inference.PrecisionType``; a clear error otherwise."""
+def precision_problem(precision: str, device_type: str, model: Any) -> str | None:
+    """Why ``model`` may not run at ``precision`` on ``device_type`` according to devices.yaml's
+    ``models.<type>.precisions`` (``{name pattern: [allowed precisions]}``), or ``None``."""
+    if model is None or os.environ.get(ENV_IGNORE_CAPABILITY, "") in ("1", "true", "yes"):
+        return None
+    rules = (load_catalogue().models.get(device_type) or {}).get("precisions") or {}
+    name = getattr(model, "model_name", "") or ""
+    for pattern, allowed in rules.items():
+        allowed = [str(a).lower() for a in (allowed or ())]
+        if fnmatch.fnmatch(name, str(pattern)) and precision not in allowed:
+            return (f"model '{name}' may not run in {precision} on '{device_type}' "
+                    f"(devices.yaml models.{device_type}.precisions: {pattern}: "
+                    f"[{', '.join(allowed)}]; {ENV_IGNORE_CAPABILITY}=1 overrides)")
+    return None
+
+
+def precision_type(name: Any, device_type: str, model: Any = None) -> Any:
+    """``fp32``/``fp16`` -> ``paddle.inference.PrecisionType``; a clear error for an unknown
+    name or one devices.yaml does not allow for ``model``."""
     from mlcls.paddle_engine import import_paddle_inference
 
     text = str(name or "fp32").lower()
     if text not in PRECISIONS:
         raise UsageError(f"{device_type} option precision={name!r} is not one of "
                          f"{', '.join(PRECISIONS)}")
+    problem = precision_problem(text, device_type, model)
+    if problem:
+        raise DeviceError(problem)
     types = import_paddle_inference().PrecisionType
     return types.Half if text == "fp16" else types.Float32
 

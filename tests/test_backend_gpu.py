@@ -25,6 +25,7 @@ from backend_fakes import (
 
 from mlcls import create_pipeline
 from mlcls.backends import cpu, framework_probe, gpu, nvidia
+from mlcls.catalogue import load_catalogue
 from mlcls.devices import Device, resolve_device
 from mlcls.errors import DeviceError, UsageError
 from mlcls.model import load_model_dir
@@ -224,3 +225,24 @@ def test_two_framework_builds_installed_together_are_named(tmp_path, monkeypatch
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=1))
     report = gpu.probe()
     assert report.available and any("installed together" in n for n in report.notes)
+
+
+def test_devices_yaml_can_refuse_a_precision_for_a_model(tiny_model, tmp_path, monkeypatch):
+    data = yaml.safe_load(open(load_catalogue().source))
+    data["models"] = {"gpu": {"precisions": {"TinyNet_*": ["fp32"]}}}
+    catalogue = tmp_path / "devices.yaml"
+    catalogue.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("MLCLS_DEVICES_YAML", str(catalogue))
+    monkeypatch.delenv("MLCLS_IGNORE_CAPABILITY", raising=False)
+    calls = Calls()
+    monkeypatch.setattr(paddle.inference, "Config", recording_config(calls))
+    model = load_model_dir(tiny_model)
+    fp16 = {"tensorrt": True, "precision": "fp16", "trt_cache_dir": str(tmp_path / "trt")}
+    with pytest.raises(DeviceError, match=r"model 'TinyNet_ML' may not run in fp16 on 'gpu'.*"
+                                          r"TinyNet_\*: \[fp32\]"):
+        gpu.create_predictor(device=Device("gpu"), device_id=0, model=model, options=fp16)
+    assert calls == []
+    gpu.create_predictor(device=Device("gpu"), device_id=0, model=model, options={})
+    monkeypatch.setenv("MLCLS_IGNORE_CAPABILITY", "1")
+    gpu.create_predictor(device=Device("gpu"), device_id=0, model=model, options=fp16)
+    assert calls.names().count("enable_use_gpu") == 2
