@@ -25,9 +25,10 @@ hookimpl = pluggy.HookimplMarker("mlcls")
 def register_device_types(register: Callable[[DeviceTypeInfo], None]) -> None:
     """Declare the device types this plugin runs on.
 
-    Call ``register(DeviceTypeInfo(name=..., description=...))`` once per type. A type may
-    also be described in devices.yaml (aliases, priority, fallback chain, options); a type
-    known only from a plugin gets the defaults. Must be cheap: import no vendor SDK here.
+    Call ``register(DeviceTypeInfo(name=..., description=..., aliases=(...),
+    fallback=("cpu",)))`` once per type. The aliases and fallback chain given here apply
+    unless devices.yaml describes the type, which then wins (it also holds priority, env and
+    options). Must be cheap: import no vendor SDK or framework here.
     """
 
 
