@@ -224,9 +224,9 @@ def resolve_device(spec: str | None, *, model: ModelSpec | None = None,
             candidate = Device(name)
             report, why = _usable(candidate, model)
             if why is None:
-                chosen = Device(name, (0,)) if report.count > 0 and name != "cpu" else candidate
-                log.info("device auto -> %s", chosen)
-                return Resolution(AUTO, chosen, report)
+                # no id: the backend takes its first device and reports which (gpu:0)
+                log.info("device auto -> %s", candidate)
+                return Resolution(AUTO, candidate, report)
             reasons.append(why)
         raise DeviceError("no device type in devices.yaml's priority list can be used: "
                           + "; ".join(reasons))

@@ -209,10 +209,16 @@ def test_unavailable_gpu_is_strict_by_default_and_falls_back_when_asked(monkeypa
     assert any("gpu:0 -> cpu" in r.getMessage() for r in caplog.records)
 
 
-def test_auto_prefers_an_available_gpu(monkeypatch):
+def test_auto_prefers_an_available_gpu(tiny_model, image_dir, monkeypatch):
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=2))
     res = resolve_device("auto")
-    assert res.device == Device("gpu", (0,)) and res.fallback_reason is None
+    assert res.device == Device("gpu") and res.fallback_reason is None
+    calls = Calls()
+    monkeypatch.setattr(paddle.inference, "Config", recording_config(calls))
+    with create_pipeline("multi_label_image_classification", model_dir=tiny_model) as pipe:
+        results = list(pipe.predict(str(image_dir)))
+    assert calls.names() == ["enable_use_gpu"] and calls[0][1][1] == 0
+    assert pipe.device == "gpu:0" and {r["device"] for r in results} == {"gpu:0"}
 
 
 def test_two_framework_builds_installed_together_are_named(tmp_path, monkeypatch):
