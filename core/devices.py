@@ -165,6 +165,10 @@ def probe(device_type: str) -> ProbeReport:
             return ProbeReport(device_type, False, reason="no installed plugin provides it",
                                fix="install or unblock its backend plugin (`mlcls plugins`)")
         return ProbeReport(device_type, False, reason=f"plugin '{owner.plugin}' has no probe")
+    if not isinstance(report, ProbeReport):
+        return ProbeReport(device_type, False, reason=f"the probe returned a "
+                           f"{type(report).__name__}, not a ProbeReport",
+                           fix="report this to the plugin's author (`mlcls plugins`)")
     return report
 
 

@@ -213,3 +213,32 @@ def test_environment_is_prepared_before_paddle_is_imported(tiny_model):
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[('cpu', False)]"
+
+
+def test_a_broken_probe_is_reported_not_raised():
+    module = types.ModuleType("badprobe")
+
+    @hookimpl
+    def register_device_types(register):
+        register(DeviceTypeInfo("crashy"))
+        register(DeviceTypeInfo("sloppy"))
+
+    @hookimpl
+    def probe_device(device_type):
+        if device_type == "crashy":
+            raise OSError("driver ioctl failed")
+        return {"available": True} if device_type == "sloppy" else None
+
+    module.register_device_types = register_device_types
+    module.probe_device = probe_device
+    plugins.register_module(module, name="badprobe")
+    try:
+        from mlcls.cli_devices import collect
+
+        rows = {r["type"]: r for r in collect()["types"]}
+    finally:
+        plugins.reset()
+    assert not rows["crashy"]["available"]
+    assert "OSError: driver ioctl failed" in rows["crashy"]["reason"]
+    assert not rows["sloppy"]["available"] and "returned a dict" in rows["sloppy"]["reason"]
+    assert rows["cpu"]["available"]
