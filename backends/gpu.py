@@ -23,6 +23,7 @@ from mlcls.interfaces import Placement
 
 from . import framework_probe, nvidia
 from .paddle_device import (
+    FRAMEWORK_BUILDS,
     apply_env,
     broken_framework,
     clashing_builds,
@@ -79,7 +80,7 @@ def _cpu_build_report(version: str, versions: dict[str, str],
 def _no_device_report(versions: dict[str, str], gpus: list[nvidia.Gpu],
                       build_cuda: str | None) -> ProbeReport:
     masked = mask_reason(TYPE)
-    if masked:
+    if masked and not nvidia.apply_visible_mask(gpus, os.environ.get(VISIBLE_ENV)):
         reason, fix = masked
     elif not gpus:
         reason = "the CUDA build of paddlepaddle finds no GPU and nvidia-smi lists none"
@@ -105,11 +106,12 @@ def _newer(a: str, b: str) -> bool:
 
 
 def probe() -> ProbeReport:
-    gpus = nvidia.apply_visible_mask(nvidia.list_gpus(), os.environ.get(VISIBLE_ENV))
+    installed = nvidia.list_gpus()  # the hardware, whatever the mask says
+    gpus = nvidia.apply_visible_mask(installed, os.environ.get(VISIBLE_ENV))
     versions: dict[str, str] = {}
-    if gpus:
-        versions["driver"] = gpus[0].driver
-    if (distribution_version("paddlepaddle-gpu", "paddlepaddle") is None
+    if installed:
+        versions["driver"] = installed[0].driver
+    if (distribution_version(*FRAMEWORK_BUILDS) is None
             or importlib.util.find_spec("paddle") is None):
         return ProbeReport(TYPE, False, versions=versions, details=[g.as_dict() for g in gpus],
                            reason="paddlepaddle is not installed",
@@ -123,9 +125,9 @@ def probe() -> ProbeReport:
             versions["cuda" if key == "version" else key] = str(facts.cuda[key])
     clash = clashing_builds()
     if not facts.cuda.get("compiled"):
-        report = _cpu_build_report(str(facts.paddle_version), versions, gpus)
+        report = _cpu_build_report(str(facts.paddle_version), versions, installed)
     elif not facts.cuda.get("count"):
-        report = _no_device_report(versions, gpus, facts.cuda.get("version"))
+        report = _no_device_report(versions, installed, facts.cuda.get("version"))
     else:
         details = [dict(g.as_dict(), id=i) for i, g in enumerate(gpus)]
         report = ProbeReport(TYPE, True, count=int(facts.cuda["count"]), versions=versions,

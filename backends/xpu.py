@@ -14,6 +14,7 @@ from mlcls.interfaces import Placement
 
 from . import framework_probe
 from .paddle_device import (
+    FRAMEWORK_BUILDS,
     apply_env,
     broken_framework,
     clashing_builds,
@@ -41,7 +42,7 @@ def prepare_environment(device: Device, options: dict[str, Any]) -> None:
 
 
 def probe() -> ProbeReport:
-    if (distribution_version("paddlepaddle-xpu", "paddlepaddle") is None
+    if (distribution_version(*FRAMEWORK_BUILDS) is None
             or importlib.util.find_spec("paddle") is None):
         return ProbeReport(TYPE, False, reason="paddlepaddle is not installed",
                            fix=INSTALL.replace("of the same release ", ""))

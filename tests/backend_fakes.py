@@ -25,6 +25,7 @@ class Calls(list):
 
 
 def fake_paddle(*, version: str = "3.3.1", cuda: bool = False, cuda_count: int = 0,
+                cuda_version: str = "12.6",
                 xpu: bool = False, xpu_count: int = 0, custom_types: tuple[str, ...] = (),
                 custom_devices: tuple[str, ...] = (), calls: Calls | None = None) -> Any:
     """A module-like object answering the questions ``collect`` asks, recording each one."""
@@ -48,7 +49,7 @@ def fake_paddle(*, version: str = "3.3.1", cuda: bool = False, cuda_count: int =
                                                list(custom_devices)),
         ),
         version=SimpleNamespace(
-            cuda=answer("version.cuda", "12.6" if cuda else "False"),
+            cuda=answer("version.cuda", cuda_version if cuda else "False"),
             cudnn=answer("version.cudnn", "9.5.1" if cuda else "False"),
             tensorrt=answer("version.tensorrt", "None"),
             xpu=answer("version.xpu", "5.0.21" if xpu else "False"),

@@ -105,6 +105,26 @@ def test_probe_on_the_real_cpu_build_names_the_gpu_and_what_to_install(tmp_path,
     assert "13.0" in report.fix  # the newest CUDA the driver supports
 
 
+@needs_capture
+def test_masked_gpus_are_still_named_when_the_build_is_the_problem(tmp_path, monkeypatch):
+    install_fake_smi(tmp_path, monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    report = gpu.probe()
+    assert "CPU build" in report.reason and "H100" in report.reason
+    assert "H100" in report.details[0]["name"]  # the hardware found, masked or not
+    use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=0))
+    assert "CUDA_VISIBLE_DEVICES=''" in gpu.probe().reason
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # the mask is not the cause here
+    report = gpu.probe()
+    assert "CUDA finds no GPU although nvidia-smi lists 1" in report.reason
+    assert "supports CUDA up to" not in report.reason  # a 12.6 build suits a 13.0 driver
+    use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=0, cuda_version="13.1"))
+    report = gpu.probe()
+    assert ("paddlepaddle-gpu is built for CUDA 13.1 but driver 580.159.04 supports CUDA up "
+            "to 13.0") in report.reason
+    assert report.fix.startswith("upgrade the NVIDIA driver")
+
+
 def test_probe_without_gpu_or_driver(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
     report = gpu.probe()
