@@ -2,12 +2,15 @@
 levels, with dynamic batching on and off.
 
     .venv/bin/python benchmarks/bench_serving.py
-    .venv/bin/python benchmarks/bench_serving.py --concurrency 1 8 32 --requests 96 --visualize
+    .venv/bin/python benchmarks/bench_serving.py --concurrency 1 8 32 --repeat 5 --visualize
 
-Each mode starts its own server (a child process, as a user would run it), waits for
-``/ready``, warms up, then sends ``--requests`` requests per concurrency level from that many
-client threads, each on its own keep-alive connection. Bodies are encoded before timing.
-The clients share the machine with the server, so on few cores they take some of its CPU.
+Each mode gets its own server (a child process, as a user would run it); both are started
+and warmed up first. Then, for each concurrency level, the modes take turns ``--repeat`` times
+(so a change in the machine's load hits both alike), each turn sending ``--requests``
+requests from that many client threads, each on its own keep-alive connection. Bodies are
+encoded before timing. Printed: the median req/s of the turns, and latency percentiles over
+all their requests. The clients share the machine with the server, so on few cores they take
+some of its CPU.
 """
 
 from __future__ import annotations
@@ -148,14 +151,20 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, total: int) -> dic
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    ms = sorted(x * 1000 for x in latencies)
+    return {"latencies": latencies, "failures": failures, "rps": len(latencies) / wall}
+
+
+def summarise(turns: list[dict]) -> dict:
+    """Median req/s over the turns; percentiles over every request of every turn."""
+    ms = sorted(x * 1000 for t in turns for x in t["latencies"])
+    failures = [f for t in turns for f in t["failures"]]
 
     def pct(p: float) -> float:
         return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))] if ms else float("nan")
 
-    return {"ok": len(ms), "failed": len(failures), "rps": len(ms) / wall,
-            "p50": pct(50), "p90": pct(90), "p99": pct(99),
-            "mean": statistics.fmean(ms) if ms else float("nan"), "errors": failures[:3]}
+    return {"ok": len(ms), "failed": len(failures),
+            "rps": statistics.median(t["rps"] for t in turns),
+            "p50": pct(50), "p90": pct(90), "p99": pct(99), "errors": failures[:3]}
 
 
 def main() -> int:
@@ -164,7 +173,9 @@ def main() -> int:
     p.add_argument("--images", type=Path, default=REFERENCE / "images")
     p.add_argument("--device", default="cpu")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--requests", type=int, default=96, help="requests per concurrency level")
+    p.add_argument("--requests", type=int, default=64,
+                   help="requests per turn (at least the concurrency)")
+    p.add_argument("--repeat", type=int, default=3, help="turns per mode and concurrency")
     p.add_argument("--modes", nargs="+", choices=["on", "off"], default=["on", "off"],
                    help="dynamic batching on and/or off")
     p.add_argument("--max_batch_size", type=int, default=8)
@@ -181,24 +192,35 @@ def main() -> int:
           f"batching on = max_batch_size {args.max_batch_size}, max_wait_ms {args.max_wait_ms}")
     header = (f"{'batching':>8} {'conc':>5} {'ok':>5} {'fail':>5} {'req/s':>8} {'p50 ms':>8} "
               f"{'p90 ms':>8} {'p99 ms':>8} {'img/batch':>9}")
-    print(header)
-    print("-" * len(header))
-    for mode in args.modes:
-        server = Server(args, batching=mode == "on")
-        try:
-            run_load(server.url, bodies, min(4, max(args.concurrency)), 16)  # warm-up
-            for conc in args.concurrency:
-                before = server.stats()
-                r = run_load(server.url, bodies, conc, max(args.requests, conc))
-                after = server.stats()
-                batches = after["batches"] - before["batches"]
-                per_batch = (after["images"] - before["images"]) / batches if batches else 0
+    servers: dict[str, Server] = {}
+    try:
+        for mode in args.modes:
+            servers[mode] = Server(args, batching=mode == "on")
+            run_load(servers[mode].url, bodies, min(8, max(args.concurrency)), 32)  # warm-up
+        print(header)
+        print("-" * len(header))
+        for conc in args.concurrency:
+            turns: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+            counts = {mode: [0, 0] for mode in args.modes}
+            for _ in range(args.repeat):
+                for mode, server in servers.items():
+                    before = server.stats()
+                    turns[mode].append(run_load(server.url, bodies, conc,
+                                                max(args.requests, conc)))
+                    after = server.stats()
+                    counts[mode][0] += after["images"] - before["images"]
+                    counts[mode][1] += after["batches"] - before["batches"]
+            for mode in args.modes:
+                r = summarise(turns[mode])
+                images, batches = counts[mode]
+                per_batch = images / batches if batches else 0.0
                 print(f"{mode:>8} {conc:>5} {r['ok']:>5} {r['failed']:>5} {r['rps']:>8.1f} "
                       f"{r['p50']:>8.1f} {r['p90']:>8.1f} {r['p99']:>8.1f} {per_batch:>9.2f}",
                       flush=True)
                 for err in r["errors"]:
                     print(f"    error: {err}")
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
     return 0
 

@@ -442,3 +442,31 @@ def seed_client(cli_server):
         return out
 
     return run
+
+
+def _run_cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mlcls.cli", "--serve", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_cli_serve_usage_errors(tiny_model):
+    out = _run_cli("--model_dir", str(tiny_model))
+    assert out.returncode == 2 and "--serve needs --pipeline" in out.stderr
+    out = _run_cli("--pipeline", "multi_label_image_classification", "--model_dir",
+                   str(tiny_model), "--max_batch_size", "0", "--max_wait_ms", "-1")
+    assert out.returncode == 2
+    assert "max_batch_size=0" in out.stderr and "max_wait_ms=-1" in out.stderr
+
+
+def test_cli_serve_on_a_busy_port(tiny_model):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = _run_cli("--pipeline", "multi_label_image_classification", "--model_dir",
+                       str(tiny_model), "--device", "cpu", "--port", str(port))
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
