@@ -102,7 +102,10 @@ class DynamicBatcher:
             if isinstance(job, Job) and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ShuttingDownError("the server is shutting down"))
         if self._thread is not None:
-            self._queue.put(_STOP)
+            try:
+                self._queue.put(_STOP, timeout=timeout)
+            except queue.Full:
+                log.error("the batching worker did not take the stop signal")
             self._thread.join(timeout)
 
     def submit(self, image: np.ndarray, threshold: Any = None, source: str = "image") -> Future:
@@ -139,11 +142,17 @@ class DynamicBatcher:
             batch, stop = self._gather(first)
             live = [job for job in batch if job.future.set_running_or_notify_cancel()]
             self.stats.cancelled += len(batch) - len(live)
-            groups: dict[str, list[Job]] = {}
-            for job in live:
-                groups.setdefault(_threshold_key(job.threshold), []).append(job)
-            for jobs in groups.values():
-                self._run(jobs)
+            try:
+                groups: dict[str, list[Job]] = {}
+                for job in live:
+                    groups.setdefault(_threshold_key(job.threshold), []).append(job)
+                for jobs in groups.values():
+                    self._run(jobs)
+            except Exception as exc:  # answer every request, then carry on
+                log.exception("the batching worker failed on a batch")
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
             if stop:
                 return
 
