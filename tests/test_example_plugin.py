@@ -36,7 +36,9 @@ def sim_site(tmp_path_factory) -> Path:
                            "--no-build-isolation", "--no-input", "--target", str(site),
                            str(source)], capture_output=True, text=True, timeout=300,
                           check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    # --no-build-isolation builds with this venv's setuptools and wheel (the dev extra)
+    assert done.returncode == 0, ("pip install of the example plugin failed (is the dev extra "
+                                  "installed?)\n" + done.stdout + done.stderr)
     assert (site / "mlcls_simdevice" / "backend.py").is_file()
     return site
 
