@@ -19,6 +19,7 @@ from mlcls.interfaces import Placement
 
 from . import framework_probe
 from .paddle_device import (
+    FRAMEWORK_BUILDS,
     broken_framework,
     distribution_version,
     mask_reason,
@@ -68,7 +69,7 @@ def sdk_versions(spec: CustomDeviceSpec) -> dict[str, str]:
 
 def probe(spec: CustomDeviceSpec) -> ProbeReport:
     plugin_version = distribution_version(spec.distribution)
-    paddle_version = distribution_version("paddlepaddle")
+    paddle_version = distribution_version(*FRAMEWORK_BUILDS)
     versions = {k: v for k, v in (("paddlepaddle", paddle_version),
                                   (spec.distribution, plugin_version)) if v}
     versions.update(sdk_versions(spec))
