@@ -13,6 +13,8 @@ Per worker process (one framework, one batch size):
                consecutive groups of B, divided by B (per image); median and p90;
   throughput   images/s of one ``predict(<all paths>)`` stream at batch size B, after a
                warm-up pass over the same paths (so every batch shape has been seen once);
+  CPU time     the process's CPU seconds (every thread, spinning included) per image during
+               that stream: steadier than wall time on a shared machine;
   peak RSS     the process's ``ru_maxrss`` at the end.
 
 This file is also the worker (``--worker mlcls|paddlex``): it imports nothing outside the
@@ -121,14 +123,16 @@ def run_worker(args: argparse.Namespace) -> dict:
     found = {}
     for res in pipeline.predict(paths):  # warm-up: every batch shape once
         found[Path(res["input_path"]).name] = labels(res)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     n = sum(1 for _ in pipeline.predict(paths))
     throughput = n / (time.perf_counter() - t)
+    cpu_ms = (time.process_time() - cpu) / n * 1e3
     return {
         "framework": args.worker, "version": version, "engine": engine, "batch": args.batch,
         "images": len(paths), "cold_s": cold, "import_s": t_import, "create_s": t_create,
         "first_s": t_first, "lat_median_ms": statistics.median(latencies) * 1e3,
         "lat_p90_ms": _percentile(latencies, 0.9) * 1e3, "throughput": throughput,
+        "cpu_ms": cpu_ms,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "labels": found,
     }
@@ -166,6 +170,7 @@ def _ratio(mine: float, theirs: float, higher_is_better: bool) -> str:
 
 ROWS = [  # (label, key, format, higher is better)
     ("throughput b{b} (img/s)", "throughput", "{:.1f}", True),
+    ("CPU time b{b}, all threads (ms/img)", "cpu_ms", "{:.1f}", False),
     ("latency b{b} median (ms/img)", "lat_median_ms", "{:.1f}", False),
     ("latency b{b} p90 (ms/img)", "lat_p90_ms", "{:.1f}", False),
     ("cold start b{b}: exec -> 1st result (s)", "cold_s", "{:.2f}", False),

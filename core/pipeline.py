@@ -126,6 +126,19 @@ class MultiLabelClassificationPipeline:
                                f"{len(prepared)}")
         return scores
 
+    def _start(self, which: int, prepared: list[np.ndarray]) -> Future:
+        """Run one batch. With a single predictor it runs on the caller's thread: a hand-off
+        to a runner thread would only add a wake-up to every batch's latency (the loaders
+        keep decoding ahead either way). Several predictors run on their own threads."""
+        if len(self.predictors) > 1:
+            return self._runners.submit(self._run, which, prepared)
+        done: Future = Future()
+        try:
+            done.set_result(self._run(which, prepared))
+        except Exception as exc:  # reported per batch by _results, like a runner's failure
+            done.set_exception(exc)
+        return done
+
     def predict(self, input: Any, threshold: Any = None, batch_size: int | None = None,
                 **kwargs: Any) -> Iterator[BaseResult]:
         """Yield one result per input image, in input order. An input that cannot be read
@@ -177,12 +190,15 @@ class MultiLabelClassificationPipeline:
                         outcomes.append((item, None, item))
                         continue
                     try:
-                        image, prepared = fut.result()
+                        # A load no loader has started yet is done here rather than waited
+                        # for: this thread would only sit idle until a loader got to it.
+                        image, prepared = (self._load(item) if fut.cancel()
+                                           else fut.result())
                         outcomes.append((item, (image, prepared), None))
                     except Exception as exc:  # one bad input must not stop the others
                         outcomes.append((item, None, exc))
                 good = [o[1][1] for o in outcomes if o[1] is not None]
-                run = (self._runners.submit(self._run, turn % n, good) if good else None)
+                run = self._start(turn % n, good) if good else None
                 running.append((outcomes, run, turn % n))
                 turn += 1
             outcomes, run, which = running.popleft()
