@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ import paddle.inference
 
 from mlcls.backends import framework_probe
 
+REAL_CONFIG = paddle.inference.Config  # kept before any test replaces it
 GPU_PROBE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "gpu-probe"
 
 
@@ -86,10 +88,25 @@ def install_fake_smi(tmp_path: Path, monkeypatch) -> Path:
     return bin_dir
 
 
+def _parameters(method) -> list[str]:
+    """Parameter names of a pybind method, from the signature line of its docstring."""
+    first = (method.__doc__ or "").strip().splitlines()[0]
+    inner = first[first.index("(") + 1:first.rindex(")")]
+    return [m.group(1) for m in re.finditer(r"(?:^|, )(\w+):", inner)][1:]  # drop self
+
+
+def check_against_real(real: type, name: str, args: tuple, kwargs: dict) -> None:
+    """Fail when a call would not fit the real ``Config`` method (a wrong keyword, too many
+    arguments), since the recording fake would otherwise accept anything."""
+    params = _parameters(getattr(real, name))
+    assert len(args) + len(kwargs) <= len(params), (name, args, kwargs, params)
+    assert set(kwargs) <= set(params[len(args):]), (name, kwargs, params)
+
+
 def recording_config(calls: Calls, *, custom_readback: bool = False):
     """A ``paddle.inference.Config`` whose device calls are recorded and answered as a build
     with that device would answer them; everything else is the real Config."""
-    base = paddle.inference.Config
+    base = REAL_CONFIG
 
     class RecordingConfig(base):
         _gpu: tuple | None = None
@@ -98,6 +115,7 @@ def recording_config(calls: Calls, *, custom_readback: bool = False):
         _trt: dict | None = None
 
         def enable_use_gpu(self, *args):
+            check_against_real(base, "enable_use_gpu", args, {})
             calls.append(("enable_use_gpu", args))
             self._gpu = args
 
@@ -111,6 +129,7 @@ def recording_config(calls: Calls, *, custom_readback: bool = False):
             return self._gpu[0]
 
         def enable_tensorrt_engine(self, **kwargs):
+            check_against_real(base, "enable_tensorrt_engine", (), kwargs)
             calls.append(("enable_tensorrt_engine", kwargs))
             self._trt = kwargs
 
@@ -124,9 +143,11 @@ def recording_config(calls: Calls, *, custom_readback: bool = False):
             calls.append(("set_optim_cache_dir", (path,)))
 
         def set_trt_dynamic_shape_info(self, *args):
+            check_against_real(base, "set_trt_dynamic_shape_info", args, {})
             calls.append(("set_trt_dynamic_shape_info", args))
 
         def enable_xpu(self, *args):
+            check_against_real(base, "enable_xpu", args, {})
             calls.append(("enable_xpu", args))
             self._xpu_id = 0
 
@@ -141,6 +162,7 @@ def recording_config(calls: Calls, *, custom_readback: bool = False):
             return self._xpu_id
 
         def enable_custom_device(self, *args):
+            check_against_real(base, "enable_custom_device", args, {})
             calls.append(("enable_custom_device", args))
             self._custom = args
 
