@@ -90,6 +90,39 @@ def test_guarded_opener_refuses_at_connect_time(loopback_image_url):
         build_url_opener(True).open("file:///etc/hostname", timeout=5)
 
 
+def test_every_redirect_hop_is_checked(monkeypatch):
+    """A URL whose first host is allowed but that redirects to a refused one is refused.
+    127.0.0.2 stands in for an internal address: only it is refused here."""
+    from mlcls.serving import urlguard
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/hop":
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.2:{self.server.server_port}/x")
+            else:
+                self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    monkeypatch.setattr(urlguard, "refusal",
+                        lambda address: "an internal address" if address == "127.0.0.2" else None)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with build_url_opener(False).open(base + "/direct", timeout=5) as resp:
+            assert resp.status == 204
+        with pytest.raises(urllib.error.URLError, match="127.0.0.2 is an internal address"):
+            build_url_opener(False).open(base + "/hop", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("url,word", [
     (None, "loopback"),
     ("http://10.20.30.40/a.jpg", "private"),
