@@ -1,0 +1,73 @@
+"""``mlcls train``: fine-tune a multi-label model on a PaddleX-format dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import MlclsError, UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .training.augment import AugmentConfig
+    from .training.loss import LOSSES
+    from .training.models import MODELS
+    from .training.trainer import TrainConfig
+
+    d = TrainConfig("", "", "")
+    a = AugmentConfig()
+    p = argparse.ArgumentParser(
+        prog="mlcls train", description="Train a backbone + ML-Decoder multi-label model; the "
+        "best epoch by val mAP is exported to OUTPUT/best_model/inference.")
+    p.add_argument("--dataset", required=True, help="dataset folder (mlcls dataset check)")
+    p.add_argument("--model", required=True, choices=list(MODELS), metavar="NAME",
+                   help=f"one of: {', '.join(MODELS)}")
+    p.add_argument("--output", required=True, help="folder for checkpoints and the export")
+    p.add_argument("--device", help="auto (default), cpu, gpu:0, npu:0, xpu:0, mlu:0")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--batch_size", type=int, default=d.batch_size,
+                   help=f"default {d.batch_size}")
+    p.add_argument("--learning_rate", type=float, default=d.learning_rate,
+                   help=f"peak AdamW learning rate, default {d.learning_rate}")
+    p.add_argument("--weight_decay", type=float, default=d.weight_decay,
+                   help=f"AdamW weight decay, default {d.weight_decay}")
+    p.add_argument("--warmup_epochs", type=float, default=d.warmup_epochs,
+                   help=f"linear warm-up length, default {d.warmup_epochs}")
+    p.add_argument("--image_size", type=int, default=d.image_size,
+                   help=f"square input size in pixels, default {d.image_size}")
+    p.add_argument("--loss", choices=LOSSES, default=d.loss, help=f"default {d.loss}")
+    p.add_argument("--pretrained", help="weights to start from (.pdparams or a checkpoint "
+                   "folder); tensors that do not match by name and shape are skipped")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch_N "
+                   "checkpoint in --output")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--hflip", type=float, default=a.hflip,
+                   help=f"horizontal flip probability, default {a.hflip} (0 for text, digits)")
+    p.add_argument("--no_augment", action="store_true", help="train on the images as they are")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    from .training.augment import AugmentConfig
+    from .training.trainer import TrainConfig, Trainer
+
+    args = build_parser().parse_args(argv)
+    aug = AugmentConfig.none() if args.no_augment else AugmentConfig(hflip=args.hflip)
+    cfg = TrainConfig(dataset=args.dataset, model=args.model, output=args.output,
+                      device=args.device, epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                      warmup_epochs=args.warmup_epochs, image_size=args.image_size,
+                      loss=args.loss, pretrained=args.pretrained, resume=args.resume,
+                      seed=args.seed, augment=aug)
+    try:
+        Trainer(cfg).run()
+    except UsageError as exc:
+        print(f"mlcls train: error: {exc}", file=sys.stderr)
+        return 2
+    except MlclsError as exc:
+        print(f"mlcls train: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mlcls train: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

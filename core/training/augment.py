@@ -1,0 +1,56 @@
+"""Training-time augmentations on RGB uint8 images that are already at the model's input
+size.
+
+Chosen for multi-label data: nothing may remove an object a label says is there, so there is
+no aggressive cropping; a mild random affine (scale, shift, rotation), a horizontal flip,
+colour jitter, and a small random erasing do the regularising.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5  # probability of a horizontal flip
+    scale: float = 0.15  # zoom in [1 - scale, 1 + scale]
+    shift: float = 0.1  # shift up to this fraction of the size, each axis
+    rotate: float = 10.0  # degrees, either way
+    jitter: float = 0.3  # brightness / contrast / saturation strength
+    erase: float = 0.25  # probability of erasing one small rectangle
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    if cfg.scale or cfg.shift or cfg.rotate:
+        zoom = 1.0 + rng.uniform(-cfg.scale, cfg.scale)
+        angle = rng.uniform(-cfg.rotate, cfg.rotate)
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
+        m[:, 2] += rng.uniform(-cfg.shift, cfg.shift, 2) * (w, h)
+        img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT_101)
+    if cfg.hflip and rng.random() < cfg.hflip:
+        img = img[:, ::-1]
+    x = img.astype(np.float32)
+    if cfg.jitter:
+        x *= 1.0 + rng.uniform(-cfg.jitter, cfg.jitter)  # brightness
+        mean = x.mean()
+        x = (x - mean) * (1.0 + rng.uniform(-cfg.jitter, cfg.jitter)) + mean  # contrast
+        grey = x.mean(axis=2, keepdims=True)
+        x = (x - grey) * (1.0 + rng.uniform(-cfg.jitter, cfg.jitter)) + grey  # saturation
+    if cfg.erase and rng.random() < cfg.erase:
+        area = rng.uniform(0.02, 0.08) * h * w
+        aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+        eh = int(min(h, np.sqrt(area * aspect)))
+        ew = int(min(w, np.sqrt(area / aspect)))
+        y0, x0 = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+        x[y0:y0 + eh, x0:x0 + ew] = rng.uniform(0, 255, 3)
+    return np.clip(x, 0, 255).astype(np.uint8)

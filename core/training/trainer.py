@@ -1,0 +1,313 @@
+"""The training loop: AdamW with linear warm-up then cosine decay, ASL (or BCE), one
+checkpoint per epoch, validation mAP after each epoch, the best model exported to
+``OUTPUT/best_model/inference``, and ``--resume`` from the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ..errors import UsageError
+from ..progress import Progress
+from ..results import atomic_write
+from .augment import AugmentConfig
+from .dataset import load_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    model: str
+    output: str
+    device: str | None = None
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    image_size: int = 224
+    loss: str = "asl"
+    pretrained: str | None = None
+    resume: bool = False
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class History:
+    loss: list[float] = field(default_factory=list)
+    train_map: list[float] = field(default_factory=list)  # on augmented batches, running
+    val_map: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    best_map: float = -1.0
+
+
+def learning_rate(cfg: TrainConfig, step: int, total: int, per_epoch: int) -> float:
+    """Linear warm-up from 1% of the rate, then cosine down to zero."""
+    warm = min(int(cfg.warmup_epochs * per_epoch), max(0, total - 1))
+    if step < warm:
+        return cfg.learning_rate * (0.01 + 0.99 * step / warm)
+    progress = (step - warm) / max(1, total - warm)
+    return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def paddle_device(spec: str | None) -> str:
+    """The device layer's answer, in the form ``paddle.set_device`` takes."""
+    from ..devices import resolve_device
+
+    device = resolve_device(spec).device
+    if len(device.ids) > 1:
+        raise UsageError(f"device '{device}': training runs on one device; pass one id, "
+                         f"e.g. {device.type}:{device.ids[0]}")
+    return f"{device.type}:{device.ids[0]}" if device.ids else device.type
+
+
+class TrainProgress(Progress):
+    """The image progress bar, counting steps and showing the loss and the ETA."""
+
+    loss = float("nan")
+    epoch = ""
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = (now or time.monotonic()) - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        width = 24
+        filled = int(width * self.done / self.total) if self.total else width
+        return (f"epoch {self.epoch} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.done}/{self.total} steps, loss {self.loss:.4f}, ETA {eta:.0f}s")
+
+
+def _decay_filter(net):
+    """Biases and normalisation weights (1-D) are not weight-decayed."""
+    no_decay = {p.name for p in net.parameters() if len(p.shape) <= 1}
+    return lambda name: name not in no_decay
+
+
+def _portable_opt_state(net, state: dict, save: bool) -> dict:
+    """Optimizer state keys start with a parameter's unique name (``conv2d_7.w_0``), which
+    depends on how many layers the process built before; store them under the structured
+    name (``backbone.conv1.conv.weight``) instead, so that --resume finds them again."""
+    pairs = [(p.name, key) for key, p in net.named_parameters()]
+    mapping = {a: b for a, b in pairs} if save else {b: a for a, b in pairs}
+    out = {}
+    for key, value in state.items():
+        head, sep, tail = key.partition("_@@_") if not save else (key, "", "")
+        if save:
+            owner = next((n for n in mapping if key.startswith(n + "_")), None)
+            out[f"{mapping[owner]}_@@_{key[len(owner) + 1:]}" if owner else key] = value
+        elif sep and head in mapping:
+            out[f"{mapping[head]}_{tail}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def load_pretrained(net, path: str) -> str:
+    """Copy every tensor whose name and shape match; the rest keep their initial values."""
+    import paddle
+
+    from .export import weights_file
+
+    state = paddle.load(str(weights_file(path)))
+    own = net.state_dict()
+    picked = {}
+    for key, value in state.items():
+        for name in (key, f"backbone.{key}"):
+            if name in own and tuple(own[name].shape) == tuple(value.shape):
+                picked[name] = value
+                break
+    if not picked:
+        raise UsageError(f"{path}: no tensor matches the network by name and shape; "
+                         "is it a checkpoint of this model?")
+    net.set_state_dict(picked)
+    return f"loaded {len(picked)} of {len(own)} tensors from {path}"
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, stream: TextIO | None = None):
+        self.cfg = cfg
+        self.out = Path(cfg.output).expanduser()
+        self.stream = stream or sys.stderr
+        for name, value in (("epochs", cfg.epochs), ("batch_size", cfg.batch_size),
+                            ("image_size", cfg.image_size)):
+            if value < 1:
+                raise UsageError(f"--{name} must be at least 1, got {value}")
+        if not cfg.learning_rate > 0:
+            raise UsageError(f"--learning_rate must be positive, got {cfg.learning_rate}")
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    # -- state on disk ------------------------------------------------------------------------
+
+    def _run_config(self, label_names: list[str]) -> dict:
+        cfg = asdict(self.cfg)
+        cfg["label_names"] = label_names
+        cfg["dataset"] = str(Path(self.cfg.dataset).expanduser().resolve())
+        return cfg
+
+    def _check_resume_config(self, saved: dict, label_names: list[str]) -> None:
+        for key in ("model", "image_size"):
+            if saved.get(key) != getattr(self.cfg, key):
+                raise UsageError(f"--resume: {self.out} was trained with {key} "
+                                 f"{saved.get(key)!r}, not {getattr(self.cfg, key)!r}")
+        if saved.get("label_names") != label_names:
+            raise UsageError(f"--resume: {self.out} was trained on other classes than "
+                             f"{self.cfg.dataset}'s label.txt")
+
+    def _last_checkpoint(self) -> Path | None:
+        epochs = sorted((int(p.name.split("_")[1]), p) for p in self.out.glob("epoch_*")
+                        if p.name.split("_")[1].isdigit() and (p / "state.json").is_file())
+        return epochs[-1][1] if epochs else None
+
+    def _save_checkpoint(self, net, opt, epoch: int, history: History) -> Path:
+        import paddle
+
+        folder = self.out / f"epoch_{epoch}"
+        tmp = self.out / f".epoch_{epoch}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        paddle.save(net.state_dict(), str(tmp / "model.pdparams"))
+        paddle.save(_portable_opt_state(net, opt.state_dict(), save=True),
+                    str(tmp / "model.pdopt"))
+        (tmp / "state.json").write_text(json.dumps({"epoch": epoch,
+                                                    "history": asdict(history)}))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return folder
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> History:
+        import paddle
+
+        from .data import SplitData
+        from .export import CONFIG_NAME, export_network
+        from .loss import make_loss
+        from .metrics import mean_average_precision
+        from .models import build_model, model_info
+        from .plots import line_charts
+
+        cfg = self.cfg
+        model_info(cfg.model)
+        loss_fn = make_loss(cfg.loss)
+        dataset = load_dataset(cfg.dataset)
+        if dataset.errors:
+            listing = "\n  ".join(str(p) for p in dataset.errors[:20])
+            raise UsageError(f"{cfg.dataset}: the dataset has {len(dataset.errors)} problem(s) "
+                             f"(run `mlcls dataset check {cfg.dataset}`):\n  {listing}")
+        names = dataset.label_names
+        device = paddle_device(cfg.device)
+        paddle.set_device(device)
+        paddle.seed(cfg.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        history, start_epoch = History(), 1
+        resume_from = self._last_checkpoint() if cfg.resume else None
+        if cfg.resume and resume_from is None:
+            raise UsageError(f"--resume: no checkpoint (epoch_N/state.json) in {self.out}")
+        if resume_from is not None:
+            saved = json.loads((self.out / CONFIG_NAME).read_text(encoding="utf-8"))
+            self._check_resume_config(saved, names)
+        atomic_write(self.out / CONFIG_NAME, lambda fh: fh.write(json.dumps(
+            self._run_config(names), indent=2)), mode="w")
+
+        self.say(f"mlcls train: {cfg.model} on {device}, {dataset.num_classes} classes, "
+                 f"{len(dataset.splits['train'].paths)} train / "
+                 f"{len(dataset.splits['val'].paths)} val images at {cfg.image_size}px")
+        train = SplitData(dataset.splits["train"], cfg.image_size)
+        val = SplitData(dataset.splits["val"], cfg.image_size)
+        net = build_model(cfg.model, dataset.num_classes)
+        if cfg.pretrained and resume_from is None:
+            self.say(load_pretrained(net, cfg.pretrained))
+        opt = paddle.optimizer.AdamW(cfg.learning_rate, parameters=net.parameters(),
+                                     weight_decay=cfg.weight_decay,
+                                     apply_decay_param_fun=_decay_filter(net))
+        if resume_from is not None:
+            net.set_state_dict(paddle.load(str(resume_from / "model.pdparams")))
+            opt.set_state_dict(_portable_opt_state(
+                net, paddle.load(str(resume_from / "model.pdopt")), save=False))
+            state = json.loads((resume_from / "state.json").read_text(encoding="utf-8"))
+            history = History(**state["history"])
+            start_epoch = state["epoch"] + 1
+            self.say(f"resuming after epoch {state['epoch']} from {resume_from}")
+
+        drop_last = len(train) >= 2 * cfg.batch_size  # no tiny last batch for batch-norm
+        per_epoch = train.steps(cfg.batch_size, drop_last)
+        total = per_epoch * cfg.epochs
+        rng = np.random.default_rng(cfg.seed + start_epoch)
+        bar = TrainProgress(per_epoch * (cfg.epochs - start_epoch + 1), stream=self.stream,
+                            enabled=None if self.stream.isatty() else False)
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            net.train()
+            bar.epoch = f"{epoch}/{cfg.epochs}"
+            losses, scores, targets = [], [], []
+            for i, (x, y) in enumerate(train.batches(cfg.batch_size, rng, cfg.augment,
+                                                      drop_last)):
+                step = (epoch - 1) * per_epoch + i
+                opt.set_lr(learning_rate(cfg, step, total, per_epoch))
+                logits = net(paddle.to_tensor(x))
+                loss = loss_fn(logits, paddle.to_tensor(y))
+                loss.backward()
+                opt.step()
+                opt.clear_grad()
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise UsageError(f"the loss became {value} at epoch {epoch}, step {i + 1}; "
+                                     f"lower --learning_rate (now {cfg.learning_rate})")
+                losses.append(value)
+                scores.append(1 / (1 + np.exp(-logits.numpy())))
+                targets.append(y)
+                bar.loss = float(np.mean(losses[-20:]))
+                bar.update()
+            history.loss.append(float(np.mean(losses)))
+            history.train_map.append(mean_average_precision(np.concatenate(scores),
+                                                            np.concatenate(targets)))
+            history.val_map.append(mean_average_precision(predict_scores(net, val), val.labels))
+            improved = history.val_map[-1] > history.best_map
+            if improved:
+                history.best_map, history.best_epoch = history.val_map[-1], epoch
+            folder = self._save_checkpoint(net, opt, epoch, history)
+            if improved:
+                best = self.out / "best_model"
+                best.mkdir(exist_ok=True)
+                shutil.copy2(folder / "model.pdparams", best / "model.pdparams")
+                export_network(net, best / "inference", model_name=cfg.model,
+                               image_size=cfg.image_size, label_names=names)
+            bar.clear()
+            self.say(f"epoch {epoch}/{cfg.epochs}: loss {history.loss[-1]:.4f}, train mAP "
+                     f"{history.train_map[-1]:.4f} (augmented), val mAP "
+                     f"{history.val_map[-1]:.4f}{'  * best' if improved else ''}")
+            line_charts(self.out / "curves.png", [
+                ("training loss", {"loss": history.loss}),
+                ("mAP", {"val": history.val_map, "train (augmented)": history.train_map})])
+        bar.close()
+        atomic_write(self.out / "history.json",
+                     lambda fh: fh.write(json.dumps(asdict(history), indent=2)), mode="w")
+        self.say(f"best val mAP {history.best_map:.4f} at epoch {history.best_epoch}; "
+                 f"model in {self.out / 'best_model' / 'inference'}")
+        return history
+
+
+def predict_scores(net, data, batch_size: int = 64) -> np.ndarray:
+    """Sigmoid scores of a split, in order, without augmentation."""
+    import paddle
+
+    net.eval()
+    out = []
+    with paddle.no_grad():
+        for x, _ in data.batches(batch_size):
+            out.append(paddle.nn.functional.sigmoid(net(paddle.to_tensor(x))).numpy())
+    net.train()
+    return np.concatenate(out) if out else np.zeros((0, data.labels.shape[1]), np.float32)
