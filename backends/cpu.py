@@ -40,7 +40,7 @@ def probe_device(device_type: str) -> ProbeReport | None:
     version = paddle_version()
     if version is None or importlib.util.find_spec("paddle") is None:
         return ProbeReport(TYPE, False, reason="paddlepaddle is not installed",
-                           fix="pip install paddlepaddle")
+                           fix="pip install paddlepaddle (or: pip install mlcls[cpu])")
     return ProbeReport(TYPE, True, count=available_cores(),
                        versions={"paddlepaddle": version})
 

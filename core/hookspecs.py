@@ -8,7 +8,8 @@ return ``None`` for types it does not own, so that the owner's answer is the one
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -173,9 +173,9 @@ def fetch_url(url: str, timeout: float | None = None, max_bytes: int | None = No
     timeout = timeout or _env_number(ENV_URL_TIMEOUT, DEFAULT_URL_TIMEOUT)
     max_bytes = int(max_bytes or _env_number(ENV_URL_MAX_BYTES, DEFAULT_URL_MAX_BYTES))
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"User-Agent": "mlcls"})
     slow = f"no complete answer within {timeout:g} s ({ENV_URL_TIMEOUT})"
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": "mlcls"})
         open_url = opener.open if opener is not None else urllib.request.urlopen
         with open_url(request, timeout=timeout) as response:
             header = response.headers.get("Content-Length")
@@ -207,6 +207,8 @@ def fetch_url(url: str, timeout: float | None = None, max_bytes: int | None = No
                          "announced bytes") from None
     except (OSError, http.client.HTTPException) as exc:
         raise InputError(url, f"download failed ({exc})") from None
+    except ValueError as exc:  # urllib's verdict on a malformed URL (bad host, bad port...)
+        raise InputError(url, f"not a valid URL ({exc})") from None
     if announced is not None and received < announced:
         raise InputError(url, f"the connection closed after {received} of the {announced} "
                          "announced bytes")

@@ -46,30 +46,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="device type that TestDeviceConformance checks (e.g. npu)")
 
 
-def export_tiny_model(target: Path, num_classes: int = 4, size: int = 24, seed: int = 7) -> Path:
-    """A small random-weight multi-label model in PaddleX's inference layout."""
+def export_tiny_model(target: Path, num_classes: int = 4, size: int = 24, seed: int = 7, *,
+                      labels: list[str] | None = None, threshold: Any = 0.0,
+                      transform_ops: list[dict] | None = None,
+                      model_name: str = "ConformanceNet_ML") -> Path:
+    """Export a small random-weight multi-label model (conv, pooling, linear, sigmoid) in
+    PaddleX's inference layout to ``target``. The default threshold 0 keeps every class, so
+    every score is compared."""
     import paddle
     import yaml
 
     paddle.seed(seed)
-    net = paddle.nn.Sequential(
-        paddle.nn.Conv2D(3, 6, 3, stride=2, padding=1), paddle.nn.ReLU(),
-        paddle.nn.AdaptiveAvgPool2D(1), paddle.nn.Flatten(),
-        paddle.nn.Linear(6, num_classes), paddle.nn.Sigmoid())
+
+    class TinyNet(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = paddle.nn.Conv2D(3, 8, 3, stride=2, padding=1)
+            self.pool = paddle.nn.AdaptiveAvgPool2D(1)
+            self.fc = paddle.nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            x = paddle.nn.functional.relu(self.conv(x))
+            x = self.pool(x).flatten(1)
+            # x4 spreads the scores over (0, 1) instead of bunching them near 0.5
+            return paddle.nn.functional.sigmoid(self.fc(x) * 4.0)
+
+    net = TinyNet()
     net.eval()
     target.mkdir(parents=True, exist_ok=True)
     spec = [paddle.static.InputSpec([None, 3, size, size], "float32", "x")]
     paddle.jit.save(net, str(target / "inference"), input_spec=spec)
+    ops = transform_ops if transform_ops is not None else [
+        {"ResizeImage": {"size": size, "interpolation": "bilinear", "backend": "pil"}},
+        {"NormalizeImage": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                            "scale": 1 / 255, "order": "", "channel_num": 3}},
+        {"ToCHWImage": None},
+    ]
     config = {
-        "Global": {"model_name": "ConformanceNet_ML"},
-        "PreProcess": {"transform_ops": [
-            {"ResizeImage": {"size": size, "interpolation": "bilinear", "backend": "pil"}},
-            {"NormalizeImage": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                                "scale": 1 / 255, "order": "", "channel_num": 3}},
-            {"ToCHWImage": None}]},
-        # threshold 0 keeps every class, so every score is compared
+        "Global": {"model_name": model_name},
+        "PreProcess": {"transform_ops": ops},
         "PostProcess": {"MultiLabelThreshOutput": {
-            "threshold": 0.0, "label_list": [f"label_{i}" for i in range(num_classes)]}},
+            "threshold": threshold,
+            "label_list": labels if labels is not None else
+            [f"label_{i}" for i in range(num_classes)],
+        }},
     }
     (target / "inference.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     return target

@@ -436,3 +436,19 @@ def test_unlistable_subdirectory_is_reported_in_place(tmp_path):
                                         ["InputError", str(root / "b_locked")],
                                         ["Sample", str(root / "c.png")]]
     assert "cannot list this directory (Permission denied)" in out[1][2]
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://[::1", "not a valid URL"),
+    ("http://host:notaport/x.jpg", "nonnumeric port"),
+    ("https://" + "a" * 300 + ".example/x.jpg", "not a valid URL"),
+])
+def test_malformed_urls_fail_alone_with_a_clear_reason(tiny_model, url, reason):
+    from mlcls import create_pipeline
+
+    good = np.zeros((8, 8, 3), np.uint8)
+    with create_pipeline(model_dir=tiny_model, device="cpu") as pipeline:
+        first, second = pipeline.predict([url, good])
+    assert not first.ok and first["input_path"] == url
+    assert reason in first["error"]
+    assert second.ok
