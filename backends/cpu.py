@@ -45,6 +45,19 @@ def probe_device(device_type: str) -> ProbeReport | None:
                        versions={"paddlepaddle": version})
 
 
+@hookimpl
+def prepare_environment(device, options):
+    if device.type != TYPE:
+        return
+    blocktime = options.get("omp_blocktime_ms")
+    if blocktime is not None:
+        # Paddle's OpenMP runtime reads this when it starts. Idle threads that spin (its
+        # default: 200 ms) take a core from the loaders decoding the next images and from
+        # anything else on a shared machine; docs/performance.md has the measurements.
+        # A value already in the environment wins.
+        os.environ.setdefault("KMP_BLOCKTIME", str(int(blocktime)))
+
+
 def thread_count(options: dict[str, Any]) -> int:
     threads = int(options.get("threads") or 0)
     return threads if threads > 0 else available_cores()

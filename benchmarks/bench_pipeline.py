@@ -64,7 +64,7 @@ def _mlcls_factory(model: str, batch: int, threads: int):
     def labels(res) -> list[int]:
         return list(res["class_ids"])
 
-    return t_import, create, labels, f"mlcls {mlcls.__version__}"
+    return t_import, create, labels, f"mlcls {mlcls.__version__} from {Path(mlcls.__file__).parent}"
 
 
 def _paddlex_factory(model: str, batch: int, threads: int):
@@ -99,6 +99,34 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def _mlcls_stages(pipeline, paths: list[str]) -> dict[str, float]:
+    """Median ms per image of each stage of mlcls's pipeline, run one after another on this
+    thread (no overlap), one image at a time."""
+    from mlcls.inputs import read_file
+
+    times: dict[str, list[float]] = {k: [] for k in STAGES}
+    predictor = pipeline.predictors[0]
+    for path in paths:
+        marks = [time.perf_counter()]
+        image = read_file(path)
+        marks.append(time.perf_counter())
+        prepared = pipeline.preprocessor.prepare(image)
+        marks.append(time.perf_counter())
+        batch = pipeline.preprocessor.collate([prepared])
+        marks.append(time.perf_counter())
+        scores = predictor.run(batch)
+        marks.append(time.perf_counter())
+        pipeline.postprocessor(scores, None)
+        marks.append(time.perf_counter())
+        for name, a, b in zip(STAGES, marks, marks[1:]):
+            times[name].append((b - a) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+STAGES = ("decode (read + cv2.imdecode + BGR->RGB)", "resize (PIL bilinear)",
+          "normalise + CHW (collate)", "inference (Paddle predictor)", "postprocess")
+
+
 def run_worker(args: argparse.Namespace) -> dict:
     t0 = float(os.environ.get(ENV_T0) or time.time())
     paths = _paths(args.images)
@@ -127,8 +155,11 @@ def run_worker(args: argparse.Namespace) -> dict:
     n = sum(1 for _ in pipeline.predict(paths))
     throughput = n / (time.perf_counter() - t)
     cpu_ms = (time.process_time() - cpu) / n * 1e3
+    stages = _mlcls_stages(pipeline, paths) if args.worker == "mlcls" and args.batch == 1 \
+        else {}
     return {
         "framework": args.worker, "version": version, "engine": engine, "batch": args.batch,
+        "stages": stages,
         "images": len(paths), "cold_s": cold, "import_s": t_import, "create_s": t_create,
         "first_s": t_first, "lat_median_ms": statistics.median(latencies) * 1e3,
         "lat_p90_ms": _percentile(latencies, 0.9) * 1e3, "throughput": throughput,
@@ -254,6 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, frameworks))
     if len(frameworks) == 2:
         print("\n" + agreement(results))
+    if ("mlcls", 1) in results:
+        runs = results[("mlcls", 1)]
+        print("\nmlcls stages, one image at a time with no overlap (ms/img, median of the "
+              f"{len(runs)} b1 runs' medians):")
+        total = 0.0
+        for name in STAGES:
+            value = statistics.median(r["stages"][name] for r in runs)
+            total += value
+            print(f"  {name:42s} {value:6.2f}")
+        print(f"  {'sum':42s} {total:6.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({f"{k[0]} b{k[1]}": v for k, v in
                                                results.items()}, indent=1))
