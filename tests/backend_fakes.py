@@ -16,9 +16,9 @@ from typing import Any
 import paddle.inference
 
 from mlcls.backends import framework_probe
+from shared_paths import GPU_PROBE
 
 REAL_CONFIG = paddle.inference.Config  # kept before any test replaces it
-GPU_PROBE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "gpu-probe"
 
 
 class Calls(list):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +7,7 @@ import pytest
 from PIL import Image
 
 from modelgen import export_tiny_model
-
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path(os.environ.get("MLCLS_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+from shared_paths import REFERENCE
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ import paddle
 import paddle.inference
 import pytest
 import yaml
-from backend_fakes import Calls, fake_paddle, install_metadata, recording_config, use_framework
 
+from backend_fakes import Calls, fake_paddle, install_metadata, recording_config, use_framework
 from mlcls.backends import cpu, framework_probe, mlu, npu
 from mlcls.catalogue import load_catalogue
 from mlcls.devices import Device, resolve_device

@@ -13,6 +13,7 @@ import paddle
 import paddle.inference
 import pytest
 import yaml
+
 from backend_fakes import (
     GPU_PROBE,
     Calls,
@@ -22,7 +23,6 @@ from backend_fakes import (
     recording_config,
     use_framework,
 )
-
 from mlcls import create_pipeline
 from mlcls.backends import cpu, framework_probe, gpu, nvidia
 from mlcls.catalogue import load_catalogue

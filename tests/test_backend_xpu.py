@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import paddle.inference
 import pytest
-from backend_fakes import Calls, fake_paddle, recording_config, use_framework
 
+from backend_fakes import Calls, fake_paddle, recording_config, use_framework
 from mlcls.backends import cpu, framework_probe, xpu
 from mlcls.devices import Device, resolve_device
 from mlcls.errors import DeviceError

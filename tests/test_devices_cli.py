@@ -10,8 +10,8 @@ import sys
 
 import paddle
 import pytest
-from backend_fakes import GPU_PROBE, install_fake_smi
 
+from backend_fakes import GPU_PROBE, install_fake_smi
 from mlcls.backends import framework_probe
 
 MLCLS = [sys.executable, "-m", "mlcls.cli"]

@@ -16,9 +16,9 @@ import time
 import cv2
 import numpy as np
 import pytest
-from loopback_http import LoopbackServer, closed_port_url, send, send_cut
 from PIL import Image
 
+from loopback_http import LoopbackServer, closed_port_url, send, send_cut
 from mlcls import create_pipeline
 from mlcls.errors import InputError
 from mlcls.inputs import Sample, decode_bytes, expand_inputs, fetch_url, read_file

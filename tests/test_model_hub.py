@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from loopback_http import LoopbackServer, closed_port_url, send, send_cut
 from PIL import Image
 
+from loopback_http import LoopbackServer, closed_port_url, send, send_cut
 from mlcls import create_pipeline, model_hub
 from mlcls.errors import ModelError
 

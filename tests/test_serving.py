@@ -22,6 +22,7 @@ from PIL import Image
 from mlcls import create_pipeline
 from mlcls.serving.runner import BackgroundServer
 from mlcls.serving.settings import ServeSettings
+from shared_paths import SEED
 
 PATH = "/multilabel-image-classification"
 MAX_PIXELS = 1_000_000
@@ -372,8 +373,6 @@ def test_openapi_docs(server):
 
 # -- the CLI server (shared by the seed example) ----------------------------------------------
 
-SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed" / \
-    "multi_label_image_classification.md"
 
 
 def seed_python_example() -> str:
