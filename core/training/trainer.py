@@ -33,7 +33,7 @@ class TrainConfig:
     device: str | None = None
     epochs: int = 40
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     image_size: int = 224

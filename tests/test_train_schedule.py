@@ -1,0 +1,43 @@
+"""The learning-rate schedule, the progress line and the device rule of ``mlcls train``."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+
+from mlcls.errors import UsageError
+from mlcls.training.trainer import TrainConfig, TrainProgress, learning_rate, paddle_device
+
+
+def test_warm_up_then_cosine():
+    cfg = TrainConfig("d", "PP-LCNet_x0_25_ML", "o", learning_rate=0.01, warmup_epochs=2)
+    per_epoch, total = 10, 100
+    lrs = [learning_rate(cfg, s, total, per_epoch) for s in range(total)]
+    assert lrs[0] == pytest.approx(0.0001)
+    assert lrs[10] == pytest.approx(0.01 * (0.01 + 0.99 * 0.5))
+    assert lrs[20] == pytest.approx(0.01)  # peak right after the warm-up
+    assert lrs[20 + 40] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    assert lrs[-1] < 0.0001
+    # a warm-up longer than the run is cut short instead of never reaching the peak
+    short = [learning_rate(cfg, s, 5, 10) for s in range(5)]
+    assert max(short) == pytest.approx(0.01)
+
+
+def test_progress_line_shows_loss_and_eta():
+    bar = TrainProgress(10, stream=io.StringIO(), enabled=True, min_interval=0)
+    bar.epoch, bar.loss = "1/2", 0.6931
+    for _ in range(4):
+        bar.update()
+    line = bar.line()
+    assert "epoch 1/2" in line and "4/10 steps" in line and "loss 0.6931" in line
+    assert "ETA" in line
+    assert bar.stream.getvalue().count("\r") == 4
+
+
+def test_training_takes_one_device():
+    assert paddle_device("cpu") == "cpu"
+    with pytest.raises(UsageError, match="one device"):
+        paddle_device("cpu:0,1")
