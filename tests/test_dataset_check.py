@@ -120,3 +120,13 @@ def test_convert_from_coco(tmp_path, capsys):
     assert "category 5" in capsys.readouterr().err
     shutil.rmtree(root / "annotations")
     assert main(["dataset", "convert", str(root)]) == 2
+
+
+def test_relative_dataset_path_with_a_broken_image(tmp_path, monkeypatch, capsys):
+    root = make_dataset(tmp_path / "ds", n_train=3, n_val=3)
+    (root / "images" / "train_001.png").write_bytes(b"garbage")
+    monkeypatch.chdir(tmp_path)
+    assert main(["dataset", "check", "ds"]) == 1
+    out = capsys.readouterr().out
+    assert "train.txt:2: error: images/train_001.png cannot be decoded" in out
+    assert "2 train images" in out

@@ -186,10 +186,11 @@ def load_dataset(root: str | Path, decode: bool = False) -> Dataset:
     splits = {s: read_split(root, s, len(names), problems) for s in SPLITS}
     if decode:
         for split in splits.values():
-            bad = decode_problems(split, root)
+            bad = decode_problems(split, root.resolve())
             problems.extend(bad)
             _drop_lines(split, {p.line for p in bad})
     _cross_checks(names, splits, problems)
+    problems.sort(key=lambda p: (p.file, p.line or 0))
     return Dataset(root, names, splits, problems)
 
 

@@ -287,16 +287,19 @@ class Trainer:
                                image_size=cfg.image_size, label_names=names)
             bar.clear()
             self.say(f"epoch {epoch}/{cfg.epochs}: loss {history.loss[-1]:.4f}, train mAP "
-                     f"{history.train_map[-1]:.4f} (augmented), val mAP "
+                     f"{history.train_map[-1]:.4f} (running), val mAP "
                      f"{history.val_map[-1]:.4f}{'  * best' if improved else ''}")
             line_charts(self.out / "curves.png", [
                 ("training loss", {"loss": history.loss}),
-                ("mAP", {"val": history.val_map, "train (augmented)": history.train_map})])
+                ("mAP", {"val": history.val_map, "train (running)": history.train_map})])
         bar.close()
         atomic_write(self.out / "history.json",
                      lambda fh: fh.write(json.dumps(asdict(history), indent=2)), mode="w")
         self.say(f"best val mAP {history.best_map:.4f} at epoch {history.best_epoch}; "
                  f"model in {self.out / 'best_model' / 'inference'}")
+        if cfg.loss == "asl":  # ASL keeps scores high; 0.5 rarely suits it
+            self.say("thresholds: the export uses 0.5 for every class; fit per-class ones "
+                     "with `mlcls eval --model_dir ... --dataset ... --calibrate --write`")
         return history
 
 
