@@ -16,7 +16,7 @@ import numpy as np
 from . import config as cfgmod
 from .catalogue import load_catalogue
 from .devices import Device, Resolution, fallback_enabled, resolve_device
-from .errors import DeviceError, InputError, MlclsError, ModelError
+from .errors import DeviceError, InputError, MlclsError, ModelError, UsageError
 from .inputs import Sample, expand_inputs
 from .interfaces import Placement, Postprocessor, Predictor, Preprocessor
 from .model import ModelSpec, load_model_dir
@@ -60,6 +60,15 @@ class MultiLabelClassificationPipeline:
         pm = get_plugin_manager()
         options = dict(load_catalogue().entry(device.type).options)
         options.update(device_options or {})
+        # Loader threads decode and resize the next images while a batch runs. devices.yaml
+        # sets `loaders: 0` where the engine itself computes on every core (cpu): there they
+        # would only contend with it, so the caller's thread loads (docs/performance.md).
+        loaders = options.get("loaders")
+        if loaders is not None and (isinstance(loaders, bool) or not isinstance(loaders, int)
+                                    or loaders < 0):
+            raise UsageError(f"device option 'loaders' must be a whole number >= 0, got "
+                             f"{loaders!r}")
+        workers = max(2, min(4, os.cpu_count() or 1)) if loaders is None else loaders
         pm.hook.prepare_environment(device=device, options=options)
         self.predictors: list[Predictor] = []
         self.placements: list[Placement] = []
@@ -80,8 +89,8 @@ class MultiLabelClassificationPipeline:
                                                                          model=model)
         if threshold is not None and model.label_list:
             threshold_vector(threshold, len(model.label_list))  # fail now, not mid-run
-        workers = max(2, min(4, os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mlcls-load")
+        self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="mlcls-load")
+                      if workers else None)
         self._runners = ThreadPoolExecutor(len(self.predictors), thread_name_prefix="mlcls-run")
 
     @staticmethod
@@ -156,7 +165,8 @@ class MultiLabelClassificationPipeline:
     def _chunks(self, items: Iterable[Sample | InputError], size: int):
         chunk: list[tuple[Sample | InputError, Future | None]] = []
         for item in items:
-            fut = self._pool.submit(self._load, item) if isinstance(item, Sample) else None
+            fut = (self._pool.submit(self._load, item)
+                   if self._pool is not None and isinstance(item, Sample) else None)
             chunk.append((item, fut))
             if len(chunk) == size:
                 yield chunk
@@ -186,13 +196,13 @@ class MultiLabelClassificationPipeline:
                 refill()
                 outcomes = []
                 for item, fut in chunk:
-                    if fut is None:
+                    if not isinstance(item, Sample):
                         outcomes.append((item, None, item))
                         continue
                     try:
                         # A load no loader has started yet is done here rather than waited
                         # for: this thread would only sit idle until a loader got to it.
-                        image, prepared = (self._load(item) if fut.cancel()
+                        image, prepared = (self._load(item) if fut is None or fut.cancel()
                                            else fut.result())
                         outcomes.append((item, (image, prepared), None))
                     except Exception as exc:  # one bad input must not stop the others
@@ -237,7 +247,7 @@ class MultiLabelClassificationPipeline:
         for predictor in self.predictors:
             predictor.close()
         for pool in ("_pool", "_runners"):
-            if hasattr(self, pool):
+            if getattr(self, pool, None) is not None:
                 getattr(self, pool).shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> MultiLabelClassificationPipeline:

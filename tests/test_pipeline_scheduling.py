@@ -71,3 +71,44 @@ def test_a_failing_batch_fails_only_its_own_images(pipeline, image_dir, monkeypa
     got = list(pipeline.predict(paths + paths[:2]))
     assert [r.ok for r in got] == [True, True, False, False, True, True]
     assert "engine fault on batch 2" in got[2]["error"]
+
+
+def _load_threads(pipe, image_dir, monkeypatch) -> set[int]:
+    seen = set()
+    real_prepare = pipe.preprocessor.prepare
+
+    def recording_prepare(image):
+        seen.add(threading.get_ident())
+        return real_prepare(image)
+
+    monkeypatch.setattr(pipe.preprocessor, "prepare", recording_prepare)
+    assert all(r.ok for r in pipe.predict(sorted(str(p) for p in image_dir.iterdir()) * 3))
+    return seen
+
+
+def test_cpu_loads_on_the_callers_thread(tiny_model, image_dir, monkeypatch):
+    # devices.yaml gives the cpu type `loaders: 0`: its engine already uses every core
+    with create_pipeline("multi_label_image_classification", device="cpu",
+                         model_dir=tiny_model, batch_size=2) as pipe:
+        assert _load_threads(pipe, image_dir, monkeypatch) == {threading.get_ident()}
+
+
+def test_loader_threads_give_the_same_results(tiny_model, image_dir):
+    paths = sorted(str(p) for p in image_dir.iterdir()) * 3
+    runs = []
+    for loaders in (0, 3):
+        with create_pipeline("multi_label_image_classification", device="cpu",
+                             model_dir=tiny_model, batch_size=2,
+                             device_options={"loaders": loaders}) as pipe:
+            runs.append([(r["input_path"], r["class_ids"], r["scores"])
+                         for r in pipe.predict(paths, threshold=0.0)])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("bad", [-1, "two", 1.5, True])
+def test_a_bad_loaders_option_is_named(tiny_model, bad):
+    from mlcls.errors import UsageError
+
+    with pytest.raises(UsageError, match="'loaders'"):
+        create_pipeline("multi_label_image_classification", device="cpu",
+                        model_dir=tiny_model, device_options={"loaders": bad})
