@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_pipeline.py [--paddlex-python ~/paddlex-env/bin/python]
 
 Each measurement runs in its own fresh subprocess (so cold start and peak RSS are real), the
-repetitions are interleaved (mlcls b1, mlcls b8, PaddleX b1, PaddleX b8, then again) and the
-table shows medians, so that drift in a shared machine's speed hits both sides alike.
+repetitions are interleaved (mlcls b1, mlcls b8, PaddleX b1, PaddleX b8, then PaddleX first,
+and so on) and the table shows medians, so that drift in a shared machine's speed hits both
+sides alike. The ratio column is mlcls's advantage (> 1: mlcls is better).
 
 Per worker process (one framework, one batch size):
   cold start   process exec -> the first result of ``predict(<one image>)``, split into the
@@ -16,6 +17,8 @@ Per worker process (one framework, one batch size):
   CPU time     the process's CPU seconds (every thread, spinning included) per image during
                that stream: steadier than wall time on a shared machine;
   peak RSS     the process's ``ru_maxrss`` at the end.
+mlcls's b1 workers also time each stage of its pipeline one image at a time (decode, resize,
+normalise, inference, postprocess) and the same stages back to back over all the images.
 
 This file is also the worker (``--worker mlcls|paddlex``): it imports nothing outside the
 standard library at the top, so PaddleX's own interpreter can run it.
@@ -50,16 +53,18 @@ def _paths(images: str) -> list[str]:
     return sorted(str(p) for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _mlcls_factory(model: str, batch: int, threads: int):
+def _mlcls_factory(model: str, batch: int, threads: int, loaders: int | None = None):
     t = time.perf_counter()
     import mlcls
     from mlcls import create_pipeline  # noqa: F401 - the import a user's program does
     t_import = time.perf_counter() - t
 
+    options = {"threads": threads} | ({} if loaders is None else {"loaders": loaders})
+
     def create():
         pipeline = create_pipeline("multi_label_image_classification", device="cpu",
                                    model_dir=model, batch_size=batch,
-                                   device_options={"threads": threads})
+                                   device_options=options)
         return pipeline, pipeline.placements[0].detail
 
     def labels(res) -> list[int]:
@@ -136,7 +141,8 @@ def run_worker(args: argparse.Namespace) -> dict:
     t0 = float(os.environ.get(ENV_T0) or time.time())
     paths = _paths(args.images)
     factory = _mlcls_factory if args.worker == "mlcls" else _paddlex_factory
-    t_import, create, labels, version = factory(args.model, args.batch, args.threads)
+    extra = {"loaders": args.mlcls_loaders} if args.worker == "mlcls" else {}
+    t_import, create, labels, version = factory(args.model, args.batch, args.threads, **extra)
     t = time.perf_counter()
     pipeline, engine = create()
     t_create = time.perf_counter() - t
@@ -183,6 +189,8 @@ def spawn(python: str, framework: str, batch: int, args: argparse.Namespace) -> 
         env.update(args.paddlex_env)
     cmd = [python, str(Path(__file__).resolve()), "--worker", framework, "--batch", str(batch),
            "--threads", str(args.threads), "--model", args.model, "--images", args.images]
+    if args.mlcls_loaders is not None:
+        cmd += ["--mlcls-loaders", str(args.mlcls_loaders)]
     with tempfile.TemporaryFile("w+") as err:
         env[ENV_T0] = repr(time.time())
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
@@ -255,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="inference threads for both sides (default: the available cores)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median)")
+    p.add_argument("--mlcls-loaders", type=int, metavar="N",
+                   help="mlcls's device option 'loaders' (threads decoding ahead; default: "
+                   "devices.yaml's)")
     p.add_argument("--only", choices=["mlcls", "paddlex"], help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write every run's figures to this file")
     p.add_argument("--timeout", type=float, default=600, help=argparse.SUPPRESS)
@@ -300,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.paddlex_env:
         print("environment of PaddleX only: "
               + " ".join(f"{k}={v}" for k, v in args.paddlex_env.items()))
+    if args.mlcls_loaders is not None:
+        print(f"mlcls device option: loaders={args.mlcls_loaders}")
     print(f"thread budget: {args.threads} inference threads on each side\n")
     print(table(results, frameworks))
     if len(frameworks) == 2:
@@ -319,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             gains = [r["throughput"] / r["stages"][SEQUENTIAL] for r in runs
                      if SEQUENTIAL in r["stages"]]
             print(f"the same stages back to back on one thread: {statistics.median(seq):.1f} "
-                  f"img/s; the b1 stream with loaders decoding ahead was "
+                  f"img/s; the b1 stream through predict() was "
                   f"{statistics.median(gains):.2f}x that (median of per-run ratios: "
                   + ", ".join(f"{g:.2f}" for g in gains) + ")")
     if args.json:
