@@ -10,9 +10,8 @@ from .errors import MlclsError, UsageError
 
 def build_parser() -> argparse.ArgumentParser:
     from .training.augment import AugmentConfig
-    from .training.loss import LOSSES
-    from .training.models import MODELS
     from .training.trainer import TrainConfig
+    from .training.zoo import LOSSES, MODELS
 
     d = TrainConfig("", "", "")
     a = AugmentConfig()

@@ -10,8 +10,7 @@ import paddle
 from paddle import nn
 
 from ..errors import UsageError
-
-LOSSES = ("asl", "bce")
+from .zoo import LOSSES
 
 
 class AsymmetricLoss(nn.Layer):

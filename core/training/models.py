@@ -8,38 +8,14 @@ PP-LCNet), so a PaddleClas backbone ``.pdparams`` can be passed to ``--pretraine
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import paddle
 from paddle import nn
 
 from ..errors import UsageError
+from .zoo import MODELS, ModelInfo, model_info
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """How to build one of the trainable model names."""
-
-    name: str
-    backbone: str
-    scale: float
-    head_dim: int  # ML-Decoder embedding width
-    head_ffn: int  # ML-Decoder feed-forward width
-
-
-MODELS: dict[str, ModelInfo] = {m.name: m for m in (
-    ModelInfo("PP-LCNet_x0_25_ML", "pplcnet", 0.25, 128, 256),
-    ModelInfo("PP-LCNet_x0_5_ML", "pplcnet", 0.5, 256, 512),
-    ModelInfo("PP-LCNet_x1_0_ML", "pplcnet", 1.0, 768, 2048),
-    ModelInfo("ResNet50_ML", "resnet50", 1.0, 768, 2048),
-)}
-
-
-def model_info(name: str) -> ModelInfo:
-    if name not in MODELS:
-        raise UsageError(f"unknown model '{name}' for training; trainable models: "
-                         f"{', '.join(MODELS)}")
-    return MODELS[name]
+__all__ = ["MODELS", "ModelInfo", "build_model", "model_info"]
 
 
 def _divisible(value: float, divisor: int = 8) -> int:

@@ -191,6 +191,9 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> History:
+        from ..paddle_engine import import_paddle_inference
+
+        import_paddle_inference()  # imports Paddle without its import-time chatter
         import paddle
 
         from .data import SplitData
