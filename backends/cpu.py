@@ -51,10 +51,12 @@ def prepare_environment(device, options):
         return
     blocktime = options.get("omp_blocktime_ms")
     if blocktime is not None:
-        # Paddle's OpenMP runtime reads this when it starts. Idle threads that spin (its
-        # default: 200 ms) take a core from the loaders decoding the next images and from
-        # anything else on a shared machine; docs/performance.md has the measurements.
-        # A value already in the environment wins.
+        # Paddle's OpenMP runtime reads this when it starts. Its default lets idle threads
+        # spin for 200 ms after the network ran, taking a core from decoding the next image
+        # and from anything else on a shared machine; sleeping at once (0) makes every
+        # parallel region wake them and runs slower on free cores. 1 ms keeps them hot
+        # through one inference only; docs/performance.md has the measurements. A value
+        # already in the environment wins.
         os.environ.setdefault("KMP_BLOCKTIME", str(int(blocktime)))
 
 
