@@ -101,5 +101,6 @@ def line_charts(path: Path, panels: list[tuple[str, dict[str, list[float]]]],
                 draw.line(pts, fill=colour, width=2)
             for x, y in pts[-1:]:
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-            draw.text((x1 - 8, y0 + 8 + 14 * s), name, fill=colour, font=small, anchor="ra")
+            # legend above the plot, right-aligned, so that it never covers a curve
+            draw.text((x1, 4 + 13 * s), name, fill=colour, font=small, anchor="ra")
     return _save(img, path)
