@@ -5,7 +5,6 @@ batches as normalised NCHW float32."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +29,7 @@ def preprocess_ops(image_size: int) -> list[dict]:
 class SplitData:
     """A split's images at input size (uint8, in memory) and labels."""
 
-    def __init__(self, split: Split, image_size: int, root: Path | None = None):
+    def __init__(self, split: Split, image_size: int):
         self.pre = NumpyPreprocessor(preprocess_ops(image_size))
         self.labels = split.labels.astype(np.float32)
         self.paths = split.paths
