@@ -108,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
         thresholds = calibrate(scores, split.labels)
         calibrated = evaluate(scores, split.labels, thresholds)
         if args.write:
-            path = write_thresholds(args.model_dir, thresholds)
+            try:
+                path = write_thresholds(args.model_dir, thresholds)
+            except OSError as exc:
+                raise UsageError(f"{args.model_dir}: cannot write the thresholds into "
+                                 f"inference.yml ({exc.strerror or exc})") from exc
             print(f"mlcls eval: per-class thresholds written to {path}", file=sys.stderr)
     if args.json:
         out = asdict(report)

@@ -17,6 +17,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--output", required=True, help="the model directory to write")
     p.add_argument("--threshold", type=float, default=0.5, help="default 0.5")
     args = p.parse_args(argv)
+    if not 0.0 <= args.threshold <= 1.0:
+        p.error(f"--threshold {args.threshold} is outside [0, 1]")
     from .training.export import export_checkpoint
 
     try:

@@ -52,3 +52,15 @@ def test_demo_image_runs_offline(demo_pipeline):
     # demo.png holds a 6 and a 7 (scripts/build_demo_model.py) and the packaged
     # per-class thresholds keep exactly those
     assert set(res["label_names"]) == {"six", "seven"}, res
+
+
+def test_readme_first_command_by_name(tmp_path, capsys):
+    """The README's first command: the demo model by its built-in name, offline."""
+    from mlcls.cli import main
+
+    assert main(["--pipeline", "multi_label_image_classification", "--input",
+                 str(ASSETS / "demo.png"), "--model", "mlcls-demo", "--device", "cpu",
+                 "--save_path", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "demo_res.json").read_text())
+    assert set(saved["label_names"]) == {"six", "seven"}
+    assert (tmp_path / "demo_res.png").is_file()
