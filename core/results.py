@@ -22,14 +22,28 @@ _IMAGE_EXTS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP",
                ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode ``path`` keeps (if it exists) or gets (as a plain ``open`` would create it)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once, at import: os.umask has no read-only form
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write through a temporary file and rename, so a reader never sees half a file and an
-    existing file is only replaced by a complete one."""
+    existing file is only replaced by a complete one. The result has the permissions a plain
+    write would give it (the temporary file starts private)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             write(fh)
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -86,3 +86,18 @@ def test_existing_file_survives_a_failed_write(tmp_path):
         res.save_to_json(tmp_path)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep_res.json"]
+
+
+def test_saved_files_get_ordinary_permissions(pipeline, image_dir, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        res = next(pipeline.predict(str(image_dir / "a.jpg")))
+        paths = res.save_all(tmp_path)
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [0o644, 0o644]
+    paths[0].chmod(0o600)  # an existing file keeps its own mode when replaced
+    res.save_to_json(tmp_path)
+    assert paths[0].stat().st_mode & 0o777 == 0o600

@@ -33,7 +33,6 @@ def inference_config(model_name: str, image_size: int, label_names: list[str],
 def write_inference_yml(path: Path, config: dict[str, Any]) -> None:
     text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     atomic_write(Path(path), lambda fh: fh.write(text), mode="w")
-    Path(path).chmod(0o644)  # the temporary file was private; a model is meant to be shared
 
 
 def export_network(net, target: Path, *, model_name: str, image_size: int,
