@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import MlclsError, UsageError
@@ -142,29 +143,41 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="mlcls: %(levelname)s: %(message)s")
     if argv and argv[0] in SUBCOMMANDS:
-        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return report_errors(f"mlcls {argv[0]}", lambda: module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
+    return report_errors("mlcls", lambda: _run_flags(parser, args))
+
+
+def report_errors(prog: str, run: Callable[[], int]) -> int:
+    """Run a command; mlcls's own errors become one line on stderr and the exit status:
+    2 for usage errors, 1 for the others, 130 on Ctrl-C. Every subcommand goes through here,
+    so a subcommand just raises."""
     try:
-        if args.get_pipeline_config:
-            return _write_config(args.get_pipeline_config, args.save_path)
-        if args.serve:
-            return importlib.import_module("mlcls.serving").serve_from_args(args)
-        if not args.input:
-            parser.error("--input is required (or use --get_pipeline_config, --serve, "
-                         f"or a subcommand: {', '.join(SUBCOMMANDS)})")
-        if not args.pipeline:
-            parser.error("--pipeline is required: multi_label_image_classification or a YAML")
-        return _predict(args)
+        return run()
     except UsageError as exc:
-        print(f"mlcls: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except MlclsError as exc:
-        print(f"mlcls: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("mlcls: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.get_pipeline_config:
+        return _write_config(args.get_pipeline_config, args.save_path)
+    if args.serve:
+        return importlib.import_module("mlcls.serving").serve_from_args(args)
+    if not args.input:
+        parser.error("--input is required (or use --get_pipeline_config, --serve, "
+                     f"or a subcommand: {', '.join(SUBCOMMANDS)})")
+    if not args.pipeline:
+        parser.error("--pipeline is required: multi_label_image_classification or a YAML")
+    return _predict(args)
 
 
 if __name__ == "__main__":

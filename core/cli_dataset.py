@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from .errors import MlclsError, UsageError
+from .errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,21 +88,13 @@ def convert(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.action == "check":
-            return check(args)
-        if args.action == "split":
-            from .training.dataset_tools import split_dataset
+    if args.action == "check":
+        return check(args)
+    if args.action == "split":
+        from .training.dataset_tools import split_dataset
 
-            counts = split_dataset(args.dataset, args.train_percent, args.val_percent,
-                                   args.seed)
-            print(f"{args.dataset}: " + ", ".join(f"{n} {s} images" for s, n in counts.items())
-                  + " (previous lists kept as *.txt.bak)")
-            return 0
-        return convert(args)
-    except UsageError as exc:
-        print(f"mlcls dataset {args.action}: error: {exc}", file=sys.stderr)
-        return 2
-    except MlclsError as exc:
-        print(f"mlcls dataset {args.action}: error: {exc}", file=sys.stderr)
-        return 1
+        counts = split_dataset(args.dataset, args.train_percent, args.val_percent, args.seed)
+        print(f"{args.dataset}: " + ", ".join(f"{n} {s} images" for s, n in counts.items())
+              + " (previous lists kept as *.txt.bak)")
+        return 0
+    return convert(args)

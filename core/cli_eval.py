@@ -9,7 +9,7 @@ import math
 import sys
 from dataclasses import asdict
 
-from .errors import MlclsError, UsageError
+from .errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,12 +131,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UsageError as exc:
-        print(f"mlcls eval: error: {exc}", file=sys.stderr)
-        return 2
-    except MlclsError as exc:
-        print(f"mlcls eval: error: {exc}", file=sys.stderr)
-        return 1
+    return run(build_parser().parse_args(argv))

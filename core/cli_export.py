@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
-from .errors import MlclsError
 
 
 def main(argv: list[str]) -> int:
@@ -21,10 +18,6 @@ def main(argv: list[str]) -> int:
         p.error(f"--threshold {args.threshold} is outside [0, 1]")
     from .training.export import export_checkpoint
 
-    try:
-        target = export_checkpoint(args.checkpoint, args.output, args.threshold)
-    except MlclsError as exc:
-        print(f"mlcls export: error: {exc}", file=sys.stderr)
-        return 2
+    target = export_checkpoint(args.checkpoint, args.output, args.threshold)
     print(f"exported {args.checkpoint} to {target}")
     return 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import MlclsError, UsageError
-
 
 def build_parser() -> argparse.ArgumentParser:
     from .training.augment import AugmentConfig
@@ -60,12 +58,6 @@ def main(argv: list[str]) -> int:
                       seed=args.seed, augment=aug)
     try:
         Trainer(cfg).run()
-    except UsageError as exc:
-        print(f"mlcls train: error: {exc}", file=sys.stderr)
-        return 2
-    except MlclsError as exc:
-        print(f"mlcls train: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("mlcls train: interrupted; continue with --resume", file=sys.stderr)
         return 130

@@ -85,3 +85,16 @@ def test_progress_bar_draws_counts_rate_and_failures():
     text = stream.getvalue()
     assert "1/3" in text and "3/3" in text and "1 failed" in text and "img/s" in text
     assert Progress(3, stream=io.StringIO()).enabled is False  # not a terminal: silent
+
+
+@pytest.mark.parametrize("argv, status, prefix", [
+    (["eval", "--model_dir", "{tmp}/no-model", "--dataset", "{tmp}"], 2, "mlcls eval: error:"),
+    (["export", "--checkpoint", "{tmp}/none", "--output", "{tmp}/x"], 2, "mlcls export: error:"),
+    (["dataset", "check", "{tmp}/nowhere"], 2, "mlcls dataset: error:"),
+])
+def test_subcommands_report_errors_one_way(argv, status, prefix, tmp_path, capsys):
+    from mlcls.cli import main
+
+    assert main([a.format(tmp=tmp_path) for a in argv]) == status
+    err = capsys.readouterr().err
+    assert err.startswith(prefix) and "Traceback" not in err
