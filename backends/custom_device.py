@@ -13,13 +13,15 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
-from mlcls.devices import ProbeReport
+from mlcls import hookimpl
+from mlcls.devices import Device, DeviceTypeInfo, ProbeReport
 from mlcls.errors import DeviceError
 from mlcls.interfaces import Placement
 
 from . import framework_probe
 from .paddle_device import (
     FRAMEWORK_BUILDS,
+    apply_env,
     broken_framework,
     distribution_version,
     mask_reason,
@@ -146,3 +148,33 @@ def read_placement(spec: CustomDeviceSpec, asked_id: int, config) -> Placement:
         return Placement("cpu", f"no CustomDevice plugin registered '{spec.type}'")
     return Placement(f"{spec.type}:{asked_id}", f"CustomDevice {spec.distribution} (asked; "
                                                 "this Paddle build has no read-back)")
+
+
+class CustomDevicePlugin:
+    """The hooks of a backend on a Paddle CustomDevice plugin. The npu and mlu backends are
+    instances (their entry points name the instance); a vendor with another CustomDevice
+    plugin gets a backend from one ``CustomDeviceSpec``."""
+
+    def __init__(self, spec: CustomDeviceSpec, description: str):
+        self.spec = spec
+        self.description = description
+
+    @hookimpl
+    def register_device_types(self, register) -> None:
+        register(DeviceTypeInfo(self.spec.type, self.description))
+
+    @hookimpl
+    def prepare_environment(self, device: Device, options: dict[str, Any]) -> None:
+        if device.type == self.spec.type:
+            apply_env(self.spec.type)
+
+    @hookimpl
+    def probe_device(self, device_type: str) -> ProbeReport | None:
+        return probe(self.spec) if device_type == self.spec.type else None
+
+    @hookimpl
+    def create_predictor(self, device: Device, device_id: int | None, model: Any,
+                         options: dict[str, Any]):
+        if device.type != self.spec.type:
+            return None
+        return create_predictor(self.spec, device_id, model, options)

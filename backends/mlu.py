@@ -3,43 +3,9 @@ SDK). Ids are counted after ``MLU_VISIBLE_DEVICES``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from .custom_device import CustomDevicePlugin, CustomDeviceSpec
 
-from mlcls import hookimpl
-from mlcls.devices import Device, DeviceTypeInfo, ProbeReport
+SPEC = CustomDeviceSpec(type="mlu", distribution="paddle-custom-mlu", vendor="Cambricon",
+                        toolkit="Neuware SDK (CNToolkit)", smi="cnmon")
 
-from . import custom_device
-from .paddle_device import apply_env
-
-if TYPE_CHECKING:
-    from mlcls.interfaces import Predictor
-    from mlcls.model import ModelSpec
-
-SPEC = custom_device.CustomDeviceSpec(type="mlu", distribution="paddle-custom-mlu",
-                                      vendor="Cambricon", toolkit="Neuware SDK (CNToolkit)",
-                                      smi="cnmon")
-
-
-@hookimpl
-def register_device_types(register: Callable[[DeviceTypeInfo], None]) -> None:
-    register(DeviceTypeInfo(SPEC.type, "Cambricon MLU through the paddle-custom-mlu plugin"))
-
-
-@hookimpl
-def prepare_environment(device: Device, options: dict[str, Any]) -> None:
-    if device.type == SPEC.type:
-        apply_env(SPEC.type)
-
-
-@hookimpl
-def probe_device(device_type: str) -> ProbeReport | None:
-    return custom_device.probe(SPEC) if device_type == SPEC.type else None
-
-
-@hookimpl
-def create_predictor(device: Device, device_id: int | None, model: ModelSpec,
-                     options: dict[str, Any]) -> Predictor | None:
-    if device.type != SPEC.type:
-        return None
-    return custom_device.create_predictor(SPEC, device_id, model, options)
+plugin = CustomDevicePlugin(SPEC, "Cambricon MLU through the paddle-custom-mlu plugin")

@@ -42,7 +42,7 @@ def _no_framework(monkeypatch):
 def test_missing_plugin_is_reported_without_asking_the_framework(kind, monkeypatch):
     _no_framework(monkeypatch)
     spec = BACKENDS[kind].SPEC
-    report = BACKENDS[kind].probe_device(device_type=kind)
+    report = BACKENDS[kind].plugin.probe_device(device_type=kind)
     assert not report.available
     assert report.reason == f"the {spec.distribution} plugin is not installed"
     assert spec.distribution in report.fix and spec.toolkit in report.fix
@@ -56,7 +56,7 @@ def test_loaded_plugin_counts_devices(kind, tmp_path, monkeypatch):
     fake = fake_paddle(custom_types=(kind, "other"),
                        custom_devices=(f"{kind}:0", "other:0", f"{kind}:1"))
     use_framework(monkeypatch, fake)
-    report = BACKENDS[kind].probe_device(device_type=kind)
+    report = BACKENDS[kind].plugin.probe_device(device_type=kind)
     assert report.available and report.count == 2
     assert report.versions[spec.distribution] == paired
     assert report.notes == []
@@ -67,7 +67,7 @@ def test_loaded_plugin_counts_devices(kind, tmp_path, monkeypatch):
 def test_version_skew_is_the_reason_when_paddle_does_not_load_the_plugin(tmp_path, monkeypatch):
     install_metadata(tmp_path, monkeypatch, "paddle-custom-npu", "2.6.0")
     use_framework(monkeypatch, fake_paddle(custom_types=()))
-    report = npu.probe_device(device_type="npu")
+    report = npu.plugin.probe_device(device_type="npu")
     assert not report.available
     assert "installed but Paddle did not load it" in report.reason
     assert (f"paddle-custom-npu 2.6.0 is built for paddlepaddle 2.6.x but paddlepaddle "
@@ -78,7 +78,7 @@ def test_version_skew_is_the_reason_when_paddle_does_not_load_the_plugin(tmp_pat
 def test_version_skew_is_a_note_when_the_plugin_still_works(tmp_path, monkeypatch):
     install_metadata(tmp_path, monkeypatch, "paddle-custom-mlu", "2.6.0")
     use_framework(monkeypatch, fake_paddle(custom_types=("mlu",), custom_devices=("mlu:0",)))
-    report = mlu.probe_device(device_type="mlu")
+    report = mlu.plugin.probe_device(device_type="mlu")
     assert report.available and report.count == 1
     assert len(report.notes) == 1 and "built for paddlepaddle 2.6.x" in report.notes[0]
 
@@ -87,7 +87,7 @@ def test_mask_hiding_every_npu(tmp_path, monkeypatch):
     install_metadata(tmp_path, monkeypatch, "paddle-custom-npu", paddle.__version__)
     use_framework(monkeypatch, fake_paddle(custom_types=("npu",), custom_devices=()))
     monkeypatch.setenv("ASCEND_RT_VISIBLE_DEVICES", "")
-    report = npu.probe_device(device_type="npu")
+    report = npu.plugin.probe_device(device_type="npu")
     assert not report.available and "ASCEND_RT_VISIBLE_DEVICES=''" in report.reason
 
 
@@ -110,7 +110,8 @@ def test_unregistered_custom_type_is_an_error_not_an_abort(tiny_model):
     # The real CPU build has no npu plugin; asking Paddle Inference for one would abort.
     model = load_model_dir(tiny_model)
     with pytest.raises(DeviceError, match=r"npu:0.*no CustomDevice plugin registered 'npu'"):
-        npu.create_predictor(device=Device("npu", (0,)), device_id=0, model=model, options={})
+        npu.plugin.create_predictor(device=Device("npu", (0,)), device_id=0, model=model,
+                                    options={})
 
 
 @pytest.mark.parametrize("readback", [False, True])
@@ -120,7 +121,7 @@ def test_create_predictor_calls_and_placement(readback, tiny_model, monkeypatch)
                         recording_config(calls, custom_readback=readback))
     monkeypatch.setattr(paddle.device, "get_all_custom_device_type", lambda: ["mlu"])
     model = load_model_dir(tiny_model)
-    pred = mlu.create_predictor(device=Device("mlu", (1,)), device_id=1, model=model,
+    pred = mlu.plugin.create_predictor(device=Device("mlu", (1,)), device_id=1, model=model,
                                 options={"precision": "fp16"})
     assert calls == [("enable_custom_device", ("mlu", 1, paddle.inference.PrecisionType.Half))]
     placement = pred.placement()
@@ -148,7 +149,7 @@ def test_cann_version_is_read_from_the_toolkit_install_file(tmp_path, monkeypatc
     info.write_text("package_name=Ascend-cann-toolkit\nversion=8.0.RC3\ninnerversion=V1\n")
     monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(home))
     _no_framework(monkeypatch)  # no plugin installed: answered without Paddle
-    report = npu.probe_device(device_type="npu")
+    report = npu.plugin.probe_device(device_type="npu")
     assert report.versions["cann"] == "8.0.RC3"
     monkeypatch.delenv("ASCEND_TOOLKIT_HOME")
-    assert "cann" not in npu.probe_device(device_type="npu").versions
+    assert "cann" not in npu.plugin.probe_device(device_type="npu").versions
