@@ -7,11 +7,9 @@ import base64
 import io
 import socket
 import struct
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
+from loopback_http import LoopbackServer, send
 from mlcls import create_pipeline
 from mlcls.serving.runner import BackgroundServer
 from mlcls.serving.settings import ServeSettings
@@ -76,31 +75,6 @@ def assert_error(resp: requests.Response, status: int, *words: str) -> dict:
 
 # -- a loopback server for image URLs ---------------------------------------------------------
 
-class _Files(BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        if self.path == "/slow":
-            time.sleep(3)
-        if self.path == "/redirect":
-            self.send_response(302)
-            self.send_header("Location", "/img/0.png")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = self.files.get(self.path)
-        if data is None:
-            self.send_error(404, "no such file")
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def images() -> list[bytes]:
     return make_images(12)
@@ -108,16 +82,27 @@ def images() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def file_server(images):
-    _Files.files = {f"/img/{i}.png": data for i, data in enumerate(images)}
-    _Files.files["/text"] = b"this is not an image"
-    _Files.files["/big"] = b"\0" * 300_000
-    _Files.files["/slow"] = images[0]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    files = LoopbackServer()
+    for i, data in enumerate(images):
+        files.routes[f"/img/{i}.png"] = lambda handler, data=data: send(handler, data)
+    files.routes["/text"] = lambda handler: send(handler, b"this is not an image")
+    files.routes["/big"] = lambda handler: send(handler, b"\0" * 300_000)
+
+    def slow(handler) -> None:
+        time.sleep(3)
+        send(handler, images[0])
+
+    files.routes["/slow"] = slow
+
+    def redirect(handler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", "/img/0.png")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    files.routes["/redirect"] = redirect
+    yield files.base
+    files.close()
 
 
 @pytest.fixture(scope="module")

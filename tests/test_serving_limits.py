@@ -6,12 +6,12 @@ from __future__ import annotations
 import threading
 import time
 import urllib.error
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 from test_serving import PATH, assert_error, b64, make_images
 
+from loopback_http import LoopbackServer, send
 from mlcls import create_pipeline
 from mlcls.interfaces import Predictor
 from mlcls.serving.runner import BackgroundServer
@@ -29,22 +29,10 @@ def image() -> bytes:
 
 @pytest.fixture(scope="module")
 def loopback_image_url(image):
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(image)))
-            self.end_headers()
-            self.wfile.write(image)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/a.png"
-    server.shutdown()
-    server.server_close()
+    files = LoopbackServer()
+    files.routes["/a.png"] = lambda handler: send(handler, image)
+    yield files.url("/a.png")
+    files.close()
 
 
 @pytest.fixture(scope="module")
@@ -95,32 +83,27 @@ def test_every_redirect_hop_is_checked(monkeypatch):
     127.0.0.2 stands in for an internal address: only it is refused here."""
     from mlcls.serving import urlguard
 
-    class Redirect(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path == "/hop":
-                self.send_response(302)
-                self.send_header("Location", f"http://127.0.0.2:{self.server.server_port}/x")
-            else:
-                self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    hops = LoopbackServer()
+    port = hops.base.rsplit(":", 1)[1]
 
-        def log_message(self, *args) -> None:
-            pass
+    def hop(handler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", f"http://127.0.0.2:{port}/x")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
 
+    hops.routes["/direct"] = lambda handler: send(handler, b"", status=204)
+    hops.routes["/hop"] = hop
     monkeypatch.setattr(urlguard, "refusal",
                         lambda address: "an internal address" if address == "127.0.0.2" else None)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    base = hops.base
     try:
         with build_url_opener(False).open(base + "/direct", timeout=5) as resp:
             assert resp.status == 204
         with pytest.raises(urllib.error.URLError, match="127.0.0.2 is an internal address"):
             build_url_opener(False).open(base + "/hop", timeout=5)
     finally:
-        server.shutdown()
-        server.server_close()
+        hops.close()
 
 
 @pytest.mark.parametrize("url,word", [
