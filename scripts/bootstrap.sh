@@ -7,7 +7,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import mlcls, paddle, pytest" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import mlcls, paddle, pytest, onnxruntime, openvino, paddle2onnx, ray, pypdfium2, prometheus_client" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
 fi
