@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
+from .plugin import hookimpl
 
 __version__ = "0.1.0"
 __all__ = ["create_pipeline", "hookimpl", "__version__"]

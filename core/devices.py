@@ -10,11 +10,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .catalogue import load_catalogue
 from .errors import DeviceError, DeviceSpecError
+from .plugin import Device, ProbeReport
 
 if TYPE_CHECKING:
     from .model import ModelSpec
@@ -36,42 +37,6 @@ class DeviceTypeInfo:
     # Defaults for a type devices.yaml does not list (devices.yaml wins when it does).
     aliases: tuple[str, ...] = ()
     fallback: tuple[str, ...] = ()
-
-
-@dataclass
-class ProbeReport:
-    """What a backend found out about its device type on this machine."""
-
-    device_type: str
-    available: bool
-    count: int = 0
-    versions: dict[str, str] = field(default_factory=dict)
-    reason: str = ""  # why it is unavailable
-    fix: str = ""  # what to do about it
-    details: list[dict[str, Any]] = field(default_factory=list)  # e.g. the GPUs found
-    notes: list[str] = field(default_factory=list)  # warnings that do not block the type
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.device_type, "available": self.available, "count": self.count,
-            "versions": self.versions, "reason": self.reason, "fix": self.fix,
-            "details": self.details, "notes": self.notes,
-        }
-
-
-@dataclass(frozen=True)
-class Device:
-    """A parsed device: a type and zero or more logical ids."""
-
-    type: str
-    ids: tuple[int, ...] = ()
-
-    def __str__(self) -> str:
-        return f"{self.type}:{','.join(map(str, self.ids))}" if self.ids else self.type
-
-    def single(self, device_id: int | None) -> Device:
-        """This device narrowed to one id (what one predictor runs on)."""
-        return Device(self.type, () if device_id is None else (device_id,))
 
 
 @dataclass(frozen=True)

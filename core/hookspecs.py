@@ -11,15 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
 if TYPE_CHECKING:
     from .devices import Device, DeviceTypeInfo, ProbeReport
     from .interfaces import Placement, Postprocessor, Predictor, Preprocessor
     from .model import ModelSpec
 
-hookspec = pluggy.HookspecMarker("mlcls")
-hookimpl = pluggy.HookimplMarker("mlcls")
+from .plugin import hookimpl, hookspec  # noqa: F401 - one pair of markers for both
 
 
 @hookspec
