@@ -33,13 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_size", type=int, default=d.image_size,
                    help=f"square input size in pixels, default {d.image_size}")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help=f"default {d.loss}")
-    p.add_argument("--pretrained", help="weights to start from (.pdparams or a checkpoint "
-                   "folder); tensors that do not match by name and shape are skipped")
+    p.add_argument("--pretrained", help="weights to start from: a PaddleClas/PaddleX or mlcls "
+                   "training checkpoint (.pdparams, or a folder holding one) or an inference "
+                   "model folder (inference.pdiparams); the head is skipped when the class "
+                   "count differs, another architecture is refused")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch_N "
                    "checkpoint in --output")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     p.add_argument("--hflip", type=float, default=a.hflip,
-                   help=f"horizontal flip probability, default {a.hflip} (0 for text, digits)")
+                   help=f"horizontal flip probability, default {a.hflip}: off, since mirrored "
+                   "text, digits or arrows mean something else; 0.5 suits natural photos")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="threads decoding and augmenting ahead of the step; 0 (default): one "
+                   "per core, up to 4")
+    p.add_argument("--keep_last", type=int, default=d.keep_last,
+                   help=f"epoch_N checkpoints to keep besides best_model, default "
+                   f"{d.keep_last}")
     p.add_argument("--no_augment", action="store_true", help="train on the images as they are")
     return p
 
@@ -55,7 +64,8 @@ def main(argv: list[str]) -> int:
                       learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                       warmup_epochs=args.warmup_epochs, image_size=args.image_size,
                       loss=args.loss, pretrained=args.pretrained, resume=args.resume,
-                      seed=args.seed, augment=aug)
+                      seed=args.seed, workers=args.workers, keep_last=args.keep_last,
+                      augment=aug)
     try:
         Trainer(cfg).run()
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@ size.
 
 Chosen for multi-label data: nothing may remove an object a label says is there, so there is
 no aggressive cropping; a mild random affine (scale, shift, rotation), a horizontal flip,
-colour jitter, and a small random erasing do the regularising.
+colour jitter, and a small random erasing do the regularising. The flip is off unless asked
+for: whether mirroring keeps an image's meaning depends on the content, not the pixels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 
 @dataclass
 class AugmentConfig:
-    hflip: float = 0.5  # probability of a horizontal flip
+    # off by default: a mirrored digit, letter or arrow is another thing; photos of scenes
+    # and objects mirror safely (--hflip 0.5)
+    hflip: float = 0.0  # probability of a horizontal flip
     scale: float = 0.15  # zoom in [1 - scale, 1 + scale]
     shift: float = 0.1  # shift up to this fraction of the size, each axis
     rotate: float = 10.0  # degrees, either way

@@ -41,6 +41,8 @@ class TrainConfig:
     pretrained: str | None = None
     resume: bool = False
     seed: int = 0
+    workers: int = 0  # data threads; 0: up to 4, one per core
+    keep_last: int = 2  # epoch_N checkpoints kept besides best_model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -114,27 +116,6 @@ def _portable_opt_state(net, state: dict, save: bool) -> dict:
     return out
 
 
-def load_pretrained(net, path: str) -> str:
-    """Copy every tensor whose name and shape match; the rest keep their initial values."""
-    import paddle
-
-    from .export import weights_file
-
-    state = paddle.load(str(weights_file(path)))
-    own = net.state_dict()
-    picked = {}
-    for key, value in state.items():
-        for name in (key, f"backbone.{key}"):
-            if name in own and tuple(own[name].shape) == tuple(value.shape):
-                picked[name] = value
-                break
-    if not picked:
-        raise UsageError(f"{path}: no tensor matches the network by name and shape; "
-                         "is it a checkpoint of this model?")
-    net.set_state_dict(picked)
-    return f"loaded {len(picked)} of {len(own)} tensors from {path}"
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, stream: TextIO | None = None):
         self.cfg = cfg
@@ -146,6 +127,11 @@ class Trainer:
                 raise UsageError(f"--{name} must be at least 1, got {value}")
         if not cfg.learning_rate > 0:
             raise UsageError(f"--learning_rate must be positive, got {cfg.learning_rate}")
+        if cfg.keep_last < 1:
+            raise UsageError(f"--keep_last must be at least 1, got {cfg.keep_last}")
+        if cfg.workers < 0:
+            raise UsageError(f"--workers must be 0 (automatic) or more, got {cfg.workers}")
+        self.reported_bad: set[str] = set()
 
     def say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -167,10 +153,26 @@ class Trainer:
             raise UsageError(f"--resume: {self.out} was trained on other classes than "
                              f"{self.cfg.dataset}'s label.txt")
 
+    def _checkpoints(self) -> list[Path]:
+        """The complete epoch_N folders, oldest first."""
+        found = sorted((int(p.name.split("_")[1]), p) for p in self.out.glob("epoch_*")
+                       if p.name.split("_")[1].isdigit() and (p / "state.json").is_file())
+        return [p for _, p in found]
+
     def _last_checkpoint(self) -> Path | None:
-        epochs = sorted((int(p.name.split("_")[1]), p) for p in self.out.glob("epoch_*")
-                        if p.name.split("_")[1].isdigit() and (p / "state.json").is_file())
-        return epochs[-1][1] if epochs else None
+        found = self._checkpoints()
+        return found[-1] if found else None
+
+    def _prune_checkpoints(self) -> None:
+        """Keep the last ``keep_last`` epochs; the best one lives on in best_model/."""
+        for old in self._checkpoints()[:-self.cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _report_bad(self, bad: list[str]) -> None:
+        for line in bad:
+            if line not in self.reported_bad:
+                self.reported_bad.add(line)
+                self.say(f"warning: skipped an unreadable image: {line}")
 
     def _save_checkpoint(self, net, opt, epoch: int, history: History) -> Path:
         import paddle
@@ -193,6 +195,17 @@ class Trainer:
     def run(self) -> History:
         from ..paddle_engine import import_paddle_inference
 
+        import_paddle_inference()
+        import paddle
+
+        # the optimizer names its moments after a process-wide counter; a fresh scope makes
+        # them the same in every run, so that --resume finds them in the saved state
+        with paddle.utils.unique_name.guard():
+            return self._run()
+
+    def _run(self) -> History:
+        from ..paddle_engine import import_paddle_inference
+
         import_paddle_inference()  # imports Paddle without its import-time chatter
         import paddle
 
@@ -202,6 +215,7 @@ class Trainer:
         from .metrics import mean_average_precision
         from .models import build_model, model_info
         from .plots import line_charts
+        from .weights import load_pretrained
 
         cfg = self.cfg
         model_info(cfg.model)
@@ -229,11 +243,12 @@ class Trainer:
         self.say(f"mlcls train: {cfg.model} on {device}, {dataset.num_classes} classes, "
                  f"{len(dataset.splits['train'].paths)} train / "
                  f"{len(dataset.splits['val'].paths)} val images at {cfg.image_size}px")
-        train = SplitData(dataset.splits["train"], cfg.image_size)
-        val = SplitData(dataset.splits["val"], cfg.image_size)
+        workers = cfg.workers or None
+        train = SplitData(dataset.splits["train"], cfg.image_size, workers)
+        val = SplitData(dataset.splits["val"], cfg.image_size, workers)
         net = build_model(cfg.model, dataset.num_classes)
         if cfg.pretrained and resume_from is None:
-            self.say(load_pretrained(net, cfg.pretrained))
+            self.say(load_pretrained(net, cfg.pretrained, cfg.model).summary())
         opt = paddle.optimizer.AdamW(cfg.learning_rate, parameters=net.parameters(),
                                      weight_decay=cfg.weight_decay,
                                      apply_decay_param_fun=_decay_filter(net))
@@ -256,9 +271,14 @@ class Trainer:
             net.train()
             bar.epoch = f"{epoch}/{cfg.epochs}"
             losses, scores, targets = [], [], []
-            for i, (x, y) in enumerate(train.batches(cfg.batch_size, rng, cfg.augment,
-                                                      drop_last)):
+            for i, batch in enumerate(train.batches(cfg.batch_size, rng, cfg.augment,
+                                                     drop_last)):
+                self._report_bad(batch.bad)
                 step = (epoch - 1) * per_epoch + i
+                if len(batch.y) < 2:  # batch-norm cannot train on one image
+                    bar.update()
+                    continue
+                x, y = batch.x, batch.y
                 opt.set_lr(learning_rate(cfg, step, total, per_epoch))
                 logits = net(paddle.to_tensor(x))
                 loss = loss_fn(logits, paddle.to_tensor(y))
@@ -277,11 +297,15 @@ class Trainer:
             history.loss.append(float(np.mean(losses)))
             history.train_map.append(mean_average_precision(np.concatenate(scores),
                                                             np.concatenate(targets)))
-            history.val_map.append(mean_average_precision(predict_scores(net, val), val.labels))
+            val_scores = predict_scores(net, val, report=self._report_bad)
+            readable = np.isfinite(val_scores).all(axis=1)
+            history.val_map.append(mean_average_precision(val_scores[readable],
+                                                          val.labels[readable]))
             improved = history.val_map[-1] > history.best_map
             if improved:
                 history.best_map, history.best_epoch = history.val_map[-1], epoch
             folder = self._save_checkpoint(net, opt, epoch, history)
+            self._prune_checkpoints()
             if improved:
                 best = self.out / "best_model"
                 best.mkdir(exist_ok=True)
@@ -306,14 +330,19 @@ class Trainer:
         return history
 
 
-def predict_scores(net, data, batch_size: int = 64) -> np.ndarray:
-    """Sigmoid scores of a split, in order, without augmentation."""
+def predict_scores(net, data, batch_size: int = 64, report=None) -> np.ndarray:
+    """Sigmoid scores of a split, in order, without augmentation; the rows of images that
+    cannot be read are NaN (and passed to ``report``)."""
     import paddle
 
     net.eval()
-    out = []
+    out = np.full(data.labels.shape, np.nan, np.float32)
     with paddle.no_grad():
-        for x, _ in data.batches(batch_size):
-            out.append(paddle.nn.functional.sigmoid(net(paddle.to_tensor(x))).numpy())
+        for batch in data.batches(batch_size):
+            if report is not None:
+                report(batch.bad)
+            if len(batch.index):
+                out[batch.index] = paddle.nn.functional.sigmoid(
+                    net(paddle.to_tensor(batch.x))).numpy()
     net.train()
-    return np.concatenate(out) if out else np.zeros((0, data.labels.shape[1]), np.float32)
+    return out
