@@ -1,0 +1,120 @@
+"""Paddle files -> ONNX for the ONNX engines: once per content, cached, locked, atomic; a
+failure names the model and what failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mlcls.backends import onnx_model
+from mlcls.errors import ModelError
+from mlcls.model import load_model_dir
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("paddle2onnx")
+
+# Run in a fresh interpreter: convert (or wait for the other process's conversion), run the
+# model with ONNX Runtime, and report where the ONNX came from, the scores, and whether
+# Paddle was imported into this process.
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from mlcls.backends.onnxruntime_engine import OnnxRuntimePredictor
+    from mlcls.model import load_model_dir
+    from mlcls.plugin import Device
+    model = load_model_dir(sys.argv[1])
+    pred = OnnxRuntimePredictor(model, Device("cpu"), None, {"threads": 1})
+    batch = np.linspace(-2, 2, 2 * 3 * 32 * 32, dtype=np.float32).reshape(2, 3, 32, 32)
+    print(json.dumps({"origin": pred.source.origin, "path": str(pred.source.path),
+                      "scores": pred.run(batch).tolist(),
+                      "paddle_imported": "paddle" in sys.modules}))
+""")
+
+
+def paddle_scores(model_dir, batch):
+    from mlcls.backends.paddle_engine import cpu_predictor
+
+    pred = cpu_predictor(load_model_dir(model_dir), None, {"threads": 1})
+    return pred.run(batch)
+
+
+def test_two_processes_starting_together_convert_once(tiny_model, tmp_path):
+    env = {**os.environ, "MLCLS_HOME": str(tmp_path / "home")}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tiny_model)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(o["origin"] for o in outs) == ["cache", "converted"]
+    assert outs[0]["path"] == outs[1]["path"]
+    assert not any(o["paddle_imported"] for o in outs)
+    # one published file in the entry, no scratch left behind
+    entry = (tmp_path / "home" / "onnx" / os.path.basename(os.path.dirname(outs[0]["path"])))
+    assert sorted(p.name for p in entry.iterdir()) == ["inference.onnx", "source.json"]
+    batch = np.linspace(-2, 2, 2 * 3 * 32 * 32, dtype=np.float32).reshape(2, 3, 32, 32)
+    expected = paddle_scores(tiny_model, batch)
+    for out in outs:
+        np.testing.assert_allclose(np.array(out["scores"]), expected, atol=1e-5)
+
+
+def test_the_key_follows_the_content(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCLS_HOME", str(tmp_path / "home"))
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    first = onnx_model.content_key(load_model_dir(tiny_model))
+    assert onnx_model.content_key(load_model_dir(copy)) == first  # same bytes, same key
+    params = copy / "inference.pdiparams"
+    data = bytearray(params.read_bytes())
+    data[-1] ^= 0xFF
+    params.write_bytes(bytes(data))
+    assert onnx_model.content_key(load_model_dir(copy)) != first
+
+
+def test_a_model_the_converter_cannot_read_names_the_model(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCLS_HOME", str(tmp_path / "home"))
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "inference.json").write_text('{"program": "not a Paddle program"}')
+    model = load_model_dir(broken)
+    with pytest.raises(ModelError) as info:
+        onnx_model.onnx_for(model)
+    text = str(info.value)
+    assert text.startswith(f"{broken}: paddle2onnx could not convert the model to ONNX (")
+    assert "Traceback" not in text
+    # remembered: the next try answers at once with the same reason
+    again = onnx_model.conversion_problem(model)
+    assert again and "remembered from an earlier try" in again
+    assert not list((tmp_path / "home" / "onnx").glob("*/inference.onnx"))
+
+
+def test_a_broken_converter_is_reported(tiny_model, tmp_path, monkeypatch):
+    """A converter install that fails on import (the one stand-in here: a package earlier on
+    the child's path that raises, as a half-upgraded install would)."""
+    fake = tmp_path / "site" / "paddle2onnx"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('half-installed build')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("MLCLS_HOME", str(tmp_path / "home"))
+    with pytest.raises(ModelError, match=(
+            f"{tiny_model}: paddle2onnx could not convert the model to ONNX \\(paddle2onnx "
+            "cannot be imported \\(RuntimeError: half-installed build\\)\\)")):
+        onnx_model.onnx_for(load_model_dir(tiny_model))
+
+
+def test_an_unwritable_cache_is_a_clear_error(tiny_model, tmp_path, monkeypatch):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("MLCLS_HOME", str(blocker))
+    with pytest.raises(ModelError, match="cannot write the ONNX cache .*MLCLS_HOME"):
+        onnx_model.onnx_for(load_model_dir(tiny_model))
