@@ -39,10 +39,17 @@ WORKER = textwrap.dedent("""
 
 
 def paddle_scores(model_dir, batch):
-    from mlcls.backends.paddle_engine import cpu_predictor
+    """The same batch through Paddle Inference itself, the model's own engine."""
+    import paddle.inference as pi
 
-    pred = cpu_predictor(load_model_dir(model_dir), None, {"threads": 1})
-    return pred.run(batch)
+    config = pi.Config(str(model_dir / "inference.json"), str(model_dir / "inference.pdiparams"))
+    config.disable_gpu()
+    predictor = pi.create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(batch.shape))
+    handle.copy_from_cpu(batch)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
 def test_two_processes_starting_together_convert_once(tiny_model, tmp_path):
