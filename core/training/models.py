@@ -20,6 +20,8 @@ a PP-LCNet_x1_0_ML inference model), so an official model fine-tunes from where 
 
 from __future__ import annotations
 
+import contextlib
+
 import paddle
 from paddle import nn
 
@@ -413,15 +415,16 @@ def _backbone(info: ModelInfo, num_classes: int) -> nn.Layer:
     return ResNet(info.variant, num_classes)
 
 
-def build_model(name: str, num_classes: int) -> nn.Layer:
+def build_model(name: str, num_classes: int, fresh_names: bool = True) -> nn.Layer:
     """The backbone with its ``fc`` swapped for the ML-Decoder; returns logits.
 
-    Built under a fresh ``unique_name.guard`` so that its tensors carry the names an export
-    of the same model from PaddleX carries."""
+    Built under a fresh ``unique_name.guard`` (unless ``fresh_names`` is off) so that its
+    tensors carry the names an export of the same model from PaddleX carries."""
     info = model_info(name)
     if num_classes < 1:
         raise UsageError(f"a model needs at least one class, got {num_classes}")
-    with paddle.utils.unique_name.guard():
+    scope = paddle.utils.unique_name.guard() if fresh_names else contextlib.nullcontext()
+    with scope:
         net = _backbone(info, num_classes)
         net.avg_pool = nn.Identity()  # the head reads the whole feature map
         net.flatten = nn.Identity()
