@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from .errors import MlclsError, UsageError
 
 PIPELINE_NAMES = ("multi_label_image_classification", "image_multilabel_classification")
 MODULE_KEY = "ImageMultiLabelClassification"
@@ -29,6 +29,73 @@ DEFAULT_CONFIG: dict[str, Any] = {
         },
     },
 }
+
+
+MAX_YAML_BYTES = 4 * 1024 * 1024
+MAX_YAML_ALIASES = 200
+MAX_YAML_NODES = 1_000_000  # after alias expansion
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting aliases: a few nested aliases can stand for billions
+    of nodes ("billion laughs"), which cost nothing to load but everything to walk."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        return super().compose_node(parent, index)
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many nodes ``data`` has once aliases are expanded, stopping past ``limit``."""
+    seen: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        known = seen.get(id(node))
+        if known is not None:
+            return known
+        seen[id(node)] = limit + 1  # a cycle (an alias inside itself) counts as too large
+        children = node.items() if isinstance(node, dict) else ((None, v) for v in node)
+        total = 1
+        for key, value in children:
+            total += size(key) + size(value)
+            if total > limit:
+                break
+        seen[id(node)] = total
+        return total
+
+    return size(data)
+
+
+def load_yaml_file(path: Path, error: type[MlclsError] = UsageError,
+                   what: str = "YAML file") -> Any:
+    """A YAML file from anyone, bounded: at most ``MAX_YAML_BYTES``, safe types only, a
+    bounded size once aliases are expanded. Problems raise ``error`` naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise error(f"{path}: the {what} is larger than {MAX_YAML_BYTES} bytes")
+    try:
+        data = yaml.load(raw.decode("utf-8"), Loader=_BoundedLoader)  # noqa: S506 - safe
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: corrupt {what}, cannot parse it ({exc})") from None
+    except RecursionError:
+        raise error(f"{path}: the {what} is nested too deeply") from None
+    if _expanded_size(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise error(f"{path}: the {what} expands to more than {MAX_YAML_NODES} values "
+                    "(aliases nested into an enormous document)")
+    return data
 
 
 @dataclass
@@ -57,10 +124,7 @@ def load_pipeline_config(pipeline: str | dict | None) -> dict[str, Any]:
     if path.suffix.lower() in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise UsageError(f"pipeline config {path}: no such file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise UsageError(f"pipeline config {path}: cannot parse it ({exc})") from exc
+        data = load_yaml_file(path, UsageError, "pipeline config")
         if not isinstance(data, dict):
             raise UsageError(f"pipeline config {path}: expected a mapping at the top level")
         name = data.get("pipeline_name")
@@ -96,6 +160,7 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
         out.device = module.get("device", out.device)
     elif isinstance(legacy, dict):
         model = legacy.get("model")
+        _need_text(model, "Pipeline.model")
         if model and (Path(str(model)).expanduser().is_dir() or "/" in str(model)):
             out.model_dir = str(model)
         else:
@@ -108,7 +173,17 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
                          "with the model settings")
     out.batch_size = _positive_int(1 if out.batch_size is None else out.batch_size,
                                    "batch_size")
+    for key in ("model_name", "model_dir", "device"):
+        _need_text(getattr(out, key), key)
     return out
+
+
+def _need_text(value: Any, key: str) -> None:
+    if value is None or isinstance(value, str):
+        return
+    shown = (f"a {type(value).__name__} with {len(value)} entries"
+             if isinstance(value, (dict, list)) else repr(value)[:80])
+    raise UsageError(f"pipeline config: {key} must be a string, got {shown}")
 
 
 def merge(settings: PipelineSettings, **overrides: Any) -> PipelineSettings:
