@@ -17,8 +17,6 @@ import importlib.util
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from mlcls.plugin import (
     Device,
     DeviceError,
@@ -28,11 +26,14 @@ from mlcls.plugin import (
     Predictor,
     ProbeReport,
     UsageError,
+    hookimpl,
 )
 
 from . import onnx_model
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mlcls.model import ModelSpec
 
 NAME = "onnxruntime"
@@ -187,6 +188,8 @@ class OnnxRuntimePredictor(Predictor):
         self._level = str(options.get("graph_optimization") or "all").lower()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        import numpy as np  # not at module level: registering plugins must stay cheap
+
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         scores = self.session.run([self._output], {self._input: batch})[0]
         return scores.reshape(batch.shape[0], -1)
@@ -271,6 +274,14 @@ def _provider_fix(device_type: str) -> str:
     if device_type == "npu":
         return "install an onnxruntime build with the CANN execution provider (Ascend's)"
     return "use another engine"
+
+
+@hookimpl
+def register_engines(register):
+    """Registered like any third party's engine: through the ``mlcls.backends`` entry-point
+    group (pyproject.toml). Cheap: ONNX Runtime itself is imported only when a predictor
+    is built or a probe asks."""
+    register(OnnxRuntimeEngine())
 
 
 __all__ = ["OnnxRuntimeEngine", "OnnxRuntimePredictor"]

@@ -20,8 +20,6 @@ import threading
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from mlcls.plugin import (
     Device,
     DeviceError,
@@ -31,11 +29,14 @@ from mlcls.plugin import (
     Predictor,
     ProbeReport,
     UsageError,
+    hookimpl,
 )
 
 from . import onnx_model
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mlcls.model import ModelSpec
 
 NAME = "openvino"
@@ -119,6 +120,8 @@ class OpenVinoPredictor(Predictor):
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        import numpy as np  # not at module level: registering plugins must stay cheap
+
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
             result = self._request.infer({0: batch})
@@ -192,6 +195,14 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+@hookimpl
+def register_engines(register):
+    """Registered like any third party's engine: through the ``mlcls.backends`` entry-point
+    group (pyproject.toml). Cheap: OpenVINO itself is imported only when a predictor
+    is built or a probe asks."""
+    register(OpenVinoEngine())
 
 
 __all__ = ["OpenVinoEngine", "OpenVinoPredictor"]
