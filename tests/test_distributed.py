@@ -271,3 +271,18 @@ def test_batch_usage_errors_need_no_ray(tmp_path, capsys, tiny_model):
                        str(tmp_path / "out"), "--pipeline", "multi_label_image_classification",
                        "--model_dir", str(tiny_model)])
     assert status == 2 and "no such file, folder or pattern" in capsys.readouterr().err
+
+
+def test_serve_run_target_reads_its_key_value_arguments(tiny_model):
+    """`serve run mlcls.distributed.serve:build_app key=value ...` hands strings over."""
+    from mlcls.distributed.serve import build_app
+
+    app = build_app({"model_dir": str(tiny_model), "device": "cpu", "num_replicas": "2",
+                     "max_queue": "16", "threshold": "0.3"})
+    deployment = app._bound_deployment
+    assert deployment.num_replicas == 2
+    pipeline_args, serving = deployment.init_args
+    assert pipeline_args["threshold"] == 0.3 and pipeline_args["device"] == "cpu"
+    assert serving.max_queue == 16
+    with pytest.raises(UsageError, match="unknown argument.*modeldir"):
+        build_app({"modeldir": str(tiny_model)})

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = ("input_path", "page_index", "class_ids", "scores", "label_names", "device",
                   "error")
 MANIFEST_NAME = "_mlcls_batch.json"
+ROWS_PER_FILE = 1000
 LISTING_SUFFIXES = (".txt", ".lst", ".csv", ".parquet")
 # Which column of a CSV or Parquet listing holds the paths (else its first column).
 PATH_COLUMNS = ("input_path", "path", "url", "uri", "file", "filename")
@@ -337,8 +338,9 @@ def read_inputs(src: str | os.PathLike | Iterable[str], *, blocks: int | None = 
 
 
 def _blocks_for(count: int) -> int:
-    # Enough blocks that decoding streams ahead of inference and retries stay small.
-    return max(1, min(count, max(4, count // 32)))
+    # Enough blocks that decoding streams ahead of inference and a retried read task redoes
+    # little; not so many that scheduling them costs more than the work.
+    return max(1, min(count, max(4, count // 32), 20_000))
 
 
 # -- stage 1: read and decode (CPU tasks) -----------------------------------------------------
@@ -666,7 +668,9 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, settings: BatchSet
         started = time.monotonic()
         tagged = tag_dataset(read_inputs(todo), settings, num_workers=num_workers,
                              worker=worker)
-        tagged.write_parquet(out.uri)
+        # Fewer, larger files than one per block; small enough that a run cut short loses
+        # little (its complete files are kept by --resume).
+        tagged.write_parquet(out.uri, min_rows_per_file=ROWS_PER_FILE)
         seconds = time.monotonic() - started
     except ray.exceptions.RayError as exc:
         raise MlclsError(f"the Ray job failed: {_ray_cause(exc)}") from None
