@@ -13,11 +13,14 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import MlclsError, UsageError
+from .limits import printable
 
 # Subcommands live in their own modules, each with ``main(argv) -> int``.
 SUBCOMMANDS = {
@@ -59,27 +62,39 @@ def _positive(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each flag's default where it has one and its help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="mlcls",
+        prog="mlcls", formatter_class=_HelpFormatter,
         description="Tag images with every label that applies, on any device. "
                     f"Subcommands: {', '.join(SUBCOMMANDS)} (mlcls SUBCOMMAND --help).")
     p.add_argument("--pipeline", help="multi_label_image_classification, or a pipeline YAML")
-    p.add_argument("--input", nargs="+", help="image file(s), directory, or http(s) URL")
+    p.add_argument("--input", nargs="+",
+                   help="image or PDF file(s), directory, or http(s) URL")
     p.add_argument("--device", help="auto (default), cpu, gpu:0, gpu:1,2, npu:0, xpu:0, mlu:0")
     p.add_argument("--fallback", action="store_true", default=None,
                    help="if the device cannot be used, take its fallback (devices.yaml)")
-    p.add_argument("--save_path", help="folder for <name>_res.json and <name>_res.<ext>")
+    p.add_argument("--save_path", help="folder for <name>_res.json and <name>_res.<ext> "
+                   "(default: results are only printed)")
     p.add_argument("--threshold", type=_threshold,
-                   help="score threshold in [0, 1] (or JSON per-class list/dict)")
+                   help="score threshold in [0, 1] (or JSON per-class list/dict; default: "
+                        "the pipeline YAML's, else the model's inference.yml)")
     p.add_argument("--model", help="official model name, or a model directory")
     p.add_argument("--model_dir", help="PaddleX inference-model directory")
-    p.add_argument("--batch_size", type=_positive, help="images per batch")
+    p.add_argument("--batch_size", type=_positive,
+                   help="images per batch (default: the pipeline YAML's, else 1)")
     p.add_argument("--get_pipeline_config", metavar="NAME",
                    help="write the default pipeline YAML (to --save_path, default .)")
     p.add_argument("--serve", action="store_true", help="serve the pipeline over HTTP")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (--serve)")
-    p.add_argument("--port", type=int, default=8080, help="port to serve on (--serve)")
     from .serving.settings import add_serve_arguments
 
     add_serve_arguments(p)
@@ -114,6 +129,8 @@ def _predict(args: argparse.Namespace) -> int:
     from .pipeline import create_pipeline
     from .progress import Progress
 
+    if args.save_path:
+        check_save_path(args.save_path)
     pipeline = create_pipeline(args.pipeline, device=args.device, model=args.model,
                                model_dir=args.model_dir, batch_size=args.batch_size,
                                threshold=args.threshold, fallback=args.fallback)
@@ -135,15 +152,52 @@ def _predict(args: argparse.Namespace) -> int:
         pipeline.close()
     total = len(items)
     if failed or total > 1:
-        where = f"; results in {args.save_path}" if args.save_path else ""
+        where = f"; results in {printable(args.save_path)}" if args.save_path else ""
         print(f"mlcls: {total - failed} of {total} image(s) classified on {pipeline.device}, "
               f"{failed} failed{where}", file=sys.stderr)
     return 1 if failed else 0
 
 
+def check_save_path(save_path: str) -> None:
+    """Refuse, before any work, a --save_path that cannot take a set of results: an existing
+    file (``/dev/null`` included), a name that looks like one file, a folder (or the nearest
+    existing parent of one to be made) that cannot be written."""
+    from .inputs import IMAGE_SUFFIXES
+
+    path = Path(save_path)
+    shown = printable(save_path)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or suffix == ".json":
+        raise UsageError(f"--save_path {shown}: looks like a file name ({suffix}); give a "
+                         "folder, where every input gets <name>_res.json and <name>_res.<ext>")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--save_path {shown}: exists and is not a folder")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--save_path {shown}: {printable(str(probe))} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mlcls-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UsageError(f"--save_path {shown}: cannot write in {printable(str(probe))} "
+                         f"({exc.strerror or exc})") from None
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped: a file name cannot forge output lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return printable(super().formatMessage(record))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="mlcls: %(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("mlcls: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     if argv and argv[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[argv[0]])
         return report_errors(f"mlcls {argv[0]}", lambda: module.main(argv[1:]))
@@ -159,10 +213,10 @@ def report_errors(prog: str, run: Callable[[], int]) -> int:
     try:
         return run()
     except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except MlclsError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -101,7 +101,7 @@ def parse_device(text: str | None) -> Device | str:
     ids: list[int] = []
     for part in id_part.split(","):
         part = part.strip()
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):  # not '²' (int() fails) nor '٣' (= 3)
             what = f"'{part}'" if part else "(empty)"
             raise DeviceSpecError(f"bad device id {what} in '{raw}': ids are non-negative "
                                   f"integers, as in {name}:0 or {name}:0,1; known types: "

@@ -1,17 +1,22 @@
 """Turning what a user passes to ``predict`` into decoded RGB images.
 
 Accepted: a file path, a directory (recursive, sorted), an http(s) URL, a numpy array (BGR, as
-PaddleX takes it), a PIL image, raw bytes, a dict ``{"img": ...}``, and lists of these.
+PaddleX takes it), a PIL image, raw bytes, a dict ``{"img": ...}``, and lists of these. A PDF
+or a TIFF gives one image per page (``mlcls.pages``).
 
 Encoded images (files, URLs, bytes) are decoded as PaddleX 3.7.2 decodes them: OpenCV
 ``imdecode`` with ``IMREAD_COLOR``, then BGR -> RGB. That call applies EXIF orientation (JPEG,
-PNG, TIFF; not WebP), promotes grey to three channels, scales 16-bit down by dropping the low
-byte, drops alpha without compositing and converts CMYK. The type is told from the content,
-never from a suffix or a Content-Type. Two departures, both where PaddleX fails:
+PNG; not WebP), promotes grey to three channels, scales 16-bit down by dropping the low
+byte and drops alpha without compositing. The type is told from the content, never from a
+suffix or a Content-Type. Departures, where PaddleX fails:
 
 - formats OpenCV cannot read (GIF in OpenCV 4.10, animated WebP, ...) are decoded by Pillow,
   first frame only, palette expanded to RGB (a transparent colour shows as its palette colour);
-- a JPEG cut short is an error, where OpenCV would return it with a grey bottom.
+- a JPEG cut short is an error, where OpenCV would return it with a grey bottom;
+- an image over the pixel limit (``MLCLS_MAX_PIXELS``, default 100 million) is refused from
+  its header, before any decoder allocates its pixels; a file over ``MLCLS_MAX_FILE_BYTES``
+  (default 256 MiB) is refused before it is read, and so is anything that is not a regular
+  file (a FIFO, a device).
 
 A PIL image is taken as its pixels with EXIF orientation applied, converted to RGB by Pillow
 (16-bit grey drops its low byte, as OpenCV does for files).
@@ -19,12 +24,11 @@ A PIL image is taken as its pixels with EXIF orientation applied, converted to R
 
 from __future__ import annotations
 
-import http.client
 import io
 import os
-import time
-import urllib.error
-import urllib.request
+import stat
+import struct
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,42 +38,114 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import pages
 from .errors import InputError
+from .fetch import FetchError, Guard, stream
+from .limits import (
+    DEFAULT_MAX_PIXELS,
+    ENV_MAX_FILE_BYTES,
+    ENV_MAX_PIXELS,
+    env_number,
+    max_file_bytes,
+    max_pixels,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
-                            ".jpe", ".jfif", ".dib", ".pbm", ".pgm", ".ppm"})
+                            ".jpe", ".jfif", ".dib", ".pbm", ".pgm", ".ppm", ".pdf"})
+PAGED_SUFFIXES = frozenset({".pdf", ".tif", ".tiff"})
 ENV_URL_TIMEOUT = "MLCLS_URL_TIMEOUT"
 ENV_URL_MAX_BYTES = "MLCLS_URL_MAX_BYTES"
-DEFAULT_URL_TIMEOUT = 30.0  # seconds for the whole download, and for any one stall
+DEFAULT_URL_TIMEOUT = 30.0  # seconds for the whole download, headers included
 DEFAULT_URL_MAX_BYTES = 64 * 1024 * 1024
-_READ_CHUNK = 64 * 1024
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# OpenCV's own decoder limit (read once, at its first decode) backs up the header check for
+# formats whose header Pillow cannot read; a user's own setting is left alone.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 
 
 @dataclass
 class Sample:
     """One image to classify: where it came from, and how to get its pixels (RGB uint8 HWC).
-    ``source`` names an input that has no path (``input[2]`` for the third of a list)."""
+    ``source`` names an input that has no path (``input[2]`` for the third of a list);
+    ``page_index`` is the page of a PDF or TIFF; ``subdir`` the folder below the directory
+    the user gave (results are saved under the same sub-folder)."""
 
     input_path: str | None
     load: Callable[[], np.ndarray]
     index: int = 0  # position in the input order
     source: str | None = None
+    page_index: int | None = None
+    subdir: str = ""
 
     @property
     def label(self) -> str:
-        return self.input_path or self.source or f"input #{self.index}"
+        name = self.input_path or self.source or f"input #{self.index}"
+        return name if self.page_index is None else f"{name} (page {self.page_index})"
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+def check_pixels(width: int, height: int, limit: int | None, source: str) -> None:
+    """The one message for an image over the pixel limit, whatever the channel."""
+    limit = max_pixels() if limit is None else limit
+    if width * height > limit:
+        raise InputError(source, f"{width}x{height} is {width * height} pixels, over the "
+                         f"limit of {limit} ({ENV_MAX_PIXELS}, or --max_pixels when serving)")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from an encoded image's header, without decoding any pixels; None
+    when the header cannot be read this way (the decoder then reports the problem)."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        # Read directly: Pillow would refuse a PNG whose text chunks it finds too large, one
+        # that OpenCV (PaddleX's decoder) reads fine.
+        return struct.unpack(">II", data[16:24])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError as exc:
+        size = _size_in(str(exc))
+        return size if size else (1 << 31, 1)  # Pillow's own limit is far above ours
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error):
+        return None
+
+
+def _size_in(message: str) -> tuple[int, int] | None:
+    digits = [int(t) for t in message.replace("(", " ").split() if t.isascii() and t.isdigit()]
+    return (digits[0], 1) if digits else None
 
 
 # -- decoding ---------------------------------------------------------------------------------
 
-def decode_bytes(data: bytes, source: str) -> np.ndarray:
-    """Decode an encoded image to RGB uint8 HWC, as PaddleX does (see the module docstring)."""
+def decode_bytes(data: bytes, source: str, limit: int | None = None) -> np.ndarray:
+    """Decode an encoded image to RGB uint8 HWC, as PaddleX does (see the module docstring).
+    A TIFF gives its first page here (``expand`` gives every page)."""
     if not data:
         raise InputError(source, "empty file (0 bytes)")
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    limit = max_pixels() if limit is None else limit
+    what = pages.kind(data[:8])
+    if what == "tiff":
+        return pages.tiff_page(data, 0, limit, source)
+    if what == "pdf":
+        return pages.render_pdf_page(data, 0, limit, source)
+    size = header_size(data)
+    if size is not None:
+        check_pixels(size[0], size[1], limit, source)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own size limit, or a decoder's assertion
+        detail = str(exc).strip().splitlines()[-1][:200]
+        if "pixels" in detail.lower() or "size" in detail.lower():
+            raise InputError(source, f"over the limit of {limit} pixels ({ENV_MAX_PIXELS})"
+                             ) from None
+        raise InputError(source, f"not a readable image ({detail})") from None
     if bgr is None:
-        return _decode_with_pillow(data, source)
+        return _decode_with_pillow(data, source, limit)
+    check_pixels(bgr.shape[1], bgr.shape[0], limit, source)  # in case the header lied
     if data.startswith(_JPEG_START) and not data[-64:].rstrip(b"\x00\r\n ").endswith(_JPEG_END):
         # OpenCV returns a cut JPEG with its missing rows grey; a full decode by Pillow tells
         # a cut file from one that merely carries bytes after its end marker.
@@ -89,9 +165,11 @@ def _check_complete(data: bytes, source: str) -> None:
         raise InputError(source, f"truncated or corrupt JPEG file ({exc})") from None
 
 
-def _decode_with_pillow(data: bytes, source: str) -> np.ndarray:
+def _decode_with_pillow(data: bytes, source: str, limit: int) -> np.ndarray:
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise InputError(source, f"not a readable image: no known image format "
                          f"({_describe(data)})") from None
@@ -101,6 +179,7 @@ def _decode_with_pillow(data: bytes, source: str) -> np.ndarray:
     try:
         with img:
             img.seek(0)
+            check_pixels(img.size[0], img.size[1], limit, source)
             img.load()
             return pil_to_rgb(ImageOps.exif_transpose(img) or img)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
@@ -121,6 +200,11 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _pil_input(img: Image.Image, source: str) -> np.ndarray:
+    check_pixels(img.size[0], img.size[1], None, source)
+    return pil_to_rgb(ImageOps.exif_transpose(img) or img)
+
+
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2RGB)
 
@@ -129,6 +213,8 @@ def array_to_rgb(arr: np.ndarray, source: str) -> np.ndarray:
     """A user's numpy image (BGR or grey, as PaddleX takes it) to RGB uint8."""
     if arr.size == 0:
         raise InputError(source, f"empty array of shape {arr.shape}")
+    if arr.ndim in (2, 3):
+        check_pixels(arr.shape[1], arr.shape[0], None, source)
     if arr.dtype != np.uint8:
         if arr.dtype == np.uint16:
             arr = (arr >> 8).astype(np.uint8)
@@ -153,87 +239,121 @@ def array_to_rgb(arr: np.ndarray, source: str) -> np.ndarray:
 
 # -- URLs -------------------------------------------------------------------------------------
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        return default
-
-
 def is_url(text: str) -> bool:
     return text[:8].lower().startswith(("http://", "https://"))
 
 
 def fetch_url(url: str, timeout: float | None = None, max_bytes: int | None = None,
-              opener: urllib.request.OpenerDirector | None = None) -> bytes:
-    """Download ``url``: at most ``max_bytes``, all of it within ``timeout`` seconds (a server
-    that trickles is cut off too); errors name the URL. ``opener`` replaces urllib's default
-    one (the server passes one that vets addresses)."""
-    timeout = timeout or _env_number(ENV_URL_TIMEOUT, DEFAULT_URL_TIMEOUT)
-    max_bytes = int(max_bytes or _env_number(ENV_URL_MAX_BYTES, DEFAULT_URL_MAX_BYTES))
-    deadline = time.monotonic() + timeout
-    slow = f"no complete answer within {timeout:g} s ({ENV_URL_TIMEOUT})"
+              guard: Guard | None = None) -> bytes:
+    """Download ``url``: at most ``max_bytes``, all of it within ``timeout`` seconds however
+    the server trickles; errors name the URL. ``guard`` vets each address connected to (the
+    server refuses addresses that are not public with it)."""
+    timeout = timeout or env_number(ENV_URL_TIMEOUT, DEFAULT_URL_TIMEOUT)
+    max_bytes = int(max_bytes or env_number(ENV_URL_MAX_BYTES, DEFAULT_URL_MAX_BYTES))
+    chunks: list[bytes] = []
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "mlcls"})
-        open_url = opener.open if opener is not None else urllib.request.urlopen
-        with open_url(request, timeout=timeout) as response:
-            header = response.headers.get("Content-Length")
-            announced = int(header) if header and header.isdigit() else None
-            if announced is not None and announced > max_bytes:
-                raise InputError(url, f"the server announces {announced} bytes, over the "
-                                 f"limit of {max_bytes} ({ENV_URL_MAX_BYTES})")
-            read = getattr(response, "read1", response.read)
-            chunks: list[bytes] = []
-            received = 0
-            while chunk := read(_READ_CHUNK):
-                received += len(chunk)
-                if received > max_bytes:
-                    raise InputError(url, f"more than {max_bytes} bytes, over the limit "
-                                     f"({ENV_URL_MAX_BYTES})")
-                if time.monotonic() > deadline:
-                    raise InputError(url, f"{slow}; {received} bytes had arrived")
-                chunks.append(chunk)
-    except urllib.error.HTTPError as exc:
-        raise InputError(url, f"the server answered HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, TimeoutError):
-            raise InputError(url, slow) from None
-        raise InputError(url, f"cannot reach it ({exc.reason})") from None
-    except TimeoutError:
-        raise InputError(url, slow) from None
-    except http.client.IncompleteRead as exc:
-        raise InputError(url, f"the connection closed after {len(exc.partial)} of the "
-                         "announced bytes") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise InputError(url, f"download failed ({exc})") from None
-    except ValueError as exc:  # urllib's verdict on a malformed URL (bad host, bad port...)
-        raise InputError(url, f"not a valid URL ({exc})") from None
-    if announced is not None and received < announced:
-        raise InputError(url, f"the connection closed after {received} of the {announced} "
-                         "announced bytes")
+        stream(url, chunks.append, deadline=timeout, max_bytes=max_bytes, guard=guard)
+    except FetchError as exc:
+        reason = exc.reason
+        if "limit" in reason:
+            reason += f" ({ENV_URL_MAX_BYTES})"
+        elif "within" in reason:
+            reason += f" ({ENV_URL_TIMEOUT})"
+        raise InputError(url, reason) from None
     return b"".join(chunks)
 
 
 # -- files and directories --------------------------------------------------------------------
 
-def read_file(path: str) -> np.ndarray:
+_KIND_NAMES = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+               stat.S_IFDIR: "a directory"}
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return f"not a regular file: {_KIND_NAMES.get(stat.S_IFMT(mode), 'a special file')}"
+
+
+def read_file_bytes(path: str, head: int | None = None) -> bytes:
+    """The bytes of a regular file (the first ``head`` of them when given), never more than
+    ``MLCLS_MAX_FILE_BYTES``. Opening does not block (a FIFO would), and the type is checked
+    on the file actually opened."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except IsADirectoryError:
         raise InputError(path, "is a directory") from None
     except OSError as exc:
         raise InputError(path, f"cannot read it ({exc.strerror or exc})") from None
-    return decode_bytes(data, path)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        why = _not_regular(info.st_mode)
+        if why:
+            raise InputError(path, why)
+        cap = max_file_bytes()
+        if info.st_size > cap and head is None:
+            raise InputError(path, f"{info.st_size} bytes, over the limit of {cap} "
+                             f"({ENV_MAX_FILE_BYTES})")
+        try:
+            data = fh.read(head if head is not None else cap + 1)
+        except OSError as exc:
+            raise InputError(path, f"cannot read it ({exc.strerror or exc})") from None
+    if head is None and len(data) > cap:  # it grew while being read
+        raise InputError(path, f"more than {cap} bytes ({ENV_MAX_FILE_BYTES})")
+    return data
+
+
+def read_file(path: str) -> np.ndarray:
+    return decode_bytes(read_file_bytes(path), path)
+
+
+def _page_loader(read: Callable[[], bytes], what: str, index: int, source: str
+                 ) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        if what == "pdf":
+            return pages.render_pdf_page(read(), index, max_pixels(), source)
+        return pages.tiff_page(read(), index, max_pixels(), source)
+    return load
+
+
+def _paged(path: str | None, source: str, read: Callable[[], bytes], what: str, data: bytes,
+           subdir: str = "") -> Iterator[Sample | InputError]:
+    try:
+        count = pages.count_pages(data, what, source)
+    except InputError as exc:
+        yield exc
+        return
+    for index in range(count):
+        yield Sample(path, _page_loader(read, what, index, source), source=source,
+                     page_index=index, subdir=subdir)
+
+
+def _file_samples(path: str, subdir: str = "") -> Iterator[Sample | InputError]:
+    """A file: one sample, or one per page of a PDF or TIFF (told by content)."""
+    try:
+        head = read_file_bytes(path, head=8)
+    except InputError as exc:
+        yield exc
+        return
+    what = pages.kind(head)
+    if what is None:
+        yield Sample(path, lambda p=path: read_file(p), subdir=subdir)
+        return
+    try:
+        data = read_file_bytes(path)
+    except InputError as exc:
+        yield exc
+        return
+    yield from _paged(path, path, lambda p=path: read_file_bytes(p), what, data, subdir)
 
 
 def _walk_dir(root: str) -> Iterator[Sample | InputError]:
     """Every image file under ``root`` in sorted path order (PaddleX's order), with folders
-    that cannot be listed reported in place."""
-    found: list[tuple[str, Sample | InputError]] = []
+    that cannot be listed and entries that are not regular files reported in place."""
+    found: list[tuple[str, str | InputError]] = []
     skipped = 0
 
     def unreadable(exc: OSError) -> None:
@@ -245,29 +365,67 @@ def _walk_dir(root: str) -> Iterator[Sample | InputError]:
         dirnames.sort()
         for name in filenames:
             path = os.path.join(dirpath, name)
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append((path, Sample(path, lambda p=path: read_file(p))))
-            else:
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                 skipped += 1
+                continue
+            try:
+                why = _not_regular(os.stat(path).st_mode)  # follows links, as reading would
+            except OSError as exc:
+                why = f"cannot read it ({exc.strerror or exc})"
+            found.append((path, InputError(path, f"skipped, {why}") if why else path))
     if not found:
         other = f"{skipped} other file(s) skipped; " if skipped else ""
         found.append((root, InputError(root, f"directory holds no image files ({other}looked "
                                              "for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")))
-    for _, item in sorted(found, key=lambda pair: pair[0]):
-        yield item
+    for path, item in sorted(found, key=lambda pair: pair[0]):
+        if isinstance(item, InputError):
+            yield item
+            continue
+        subdir = os.path.relpath(os.path.dirname(path), root)
+        yield from _file_samples(path, "" if subdir == "." else subdir)
+
+
+def _url_samples(url: str) -> Iterator[Sample | InputError]:
+    suffix = Path(url.split("?", 1)[0].split("#", 1)[0]).suffix.lower()
+    if suffix not in PAGED_SUFFIXES:
+        yield Sample(url, lambda u=url: decode_bytes(fetch_url(u), u))
+        return
+    # A document's pages must be counted before they can be queued: fetch it now, once.
+    try:
+        data = fetch_url(url)
+    except InputError as exc:
+        yield exc
+        return
+    what = pages.kind(data[:8])
+    if what is None:
+        yield Sample(url, lambda d=data, u=url: decode_bytes(d, u))
+    else:
+        yield from _paged(url, url, lambda d=data: d, what, data)
+
+
+def _bytes_samples(data: bytes, where: str) -> Iterator[Sample | InputError]:
+    what = pages.kind(data[:8])
+    if what is None:
+        yield Sample(None, lambda d=data, w=where: decode_bytes(d, w), source=where)
+        return
+    yield from _paged(None, where, lambda d=data: d, what, data)
 
 
 def _expand_str(x: str) -> Iterator[Sample | InputError]:
     if not x.strip():
         yield InputError(repr(x), "an empty string is not a path or URL")
     elif is_url(x):
-        yield Sample(x, lambda u=x: decode_bytes(fetch_url(u), u))
+        yield from _url_samples(x)
     elif os.path.isdir(x):
         yield from _walk_dir(x)
     elif os.path.isfile(x):
-        yield Sample(x, lambda p=x: read_file(p))
+        yield from _file_samples(x)
     elif os.path.exists(x):
-        yield InputError(x, "not a regular file (a device, pipe or socket)")
+        try:
+            why = _not_regular(os.stat(x).st_mode)
+        except OSError as exc:
+            why = f"cannot read it ({exc.strerror or exc})"
+        yield InputError(x, why or "cannot read it")
     else:
         yield InputError(x, "no such file, directory or URL")
 
@@ -280,11 +438,9 @@ def _expand(x: Any, where: str) -> Iterator[Sample | InputError]:
     elif isinstance(x, np.ndarray):
         yield Sample(None, lambda a=x, w=where: array_to_rgb(a, w), source=where)
     elif isinstance(x, Image.Image):
-        yield Sample(None, lambda im=x: pil_to_rgb(ImageOps.exif_transpose(im) or im),
-                     source=where)
+        yield Sample(None, lambda im=x, w=where: _pil_input(im, w), source=where)
     elif isinstance(x, (bytes, bytearray, memoryview)):
-        data = bytes(x)
-        yield Sample(None, lambda d=data, w=where: decode_bytes(d, w), source=where)
+        yield from _bytes_samples(bytes(x), where)
     elif isinstance(x, dict):
         if "img" not in x:
             yield InputError(where, f"a dict input needs the key 'img', got keys {sorted(x)}")

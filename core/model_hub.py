@@ -12,21 +12,20 @@ nothing behind.
 from __future__ import annotations
 
 import difflib
-import http.client
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TextIO
 
 from .errors import ModelError
+from .fetch import FetchError, stream
+from .limits import env_number
 from .model import CONFIG_FILE, GRAPH_FILES, PARAMS_FILE, load_model_dir
 
 OFFICIAL_MODELS = (
@@ -45,6 +44,10 @@ ENV_DOWNLOAD_TIMEOUT = "MLCLS_DOWNLOAD_TIMEOUT"
 DEFAULT_BASE_URL = ("https://paddle-model-ecology.bj.bcebos.com/paddlex/"
                     "official_inference_model/paddle3.0.0")
 DEFAULT_DOWNLOAD_TIMEOUT = 60.0  # seconds without progress on one socket operation
+ENV_DOWNLOAD_DEADLINE = "MLCLS_DOWNLOAD_DEADLINE"
+DEFAULT_DOWNLOAD_DEADLINE = 3600.0  # seconds for the whole archive
+ENV_DOWNLOAD_MAX_BYTES = "MLCLS_DOWNLOAD_MAX_BYTES"
+DEFAULT_DOWNLOAD_MAX_BYTES = 4 * 1024**3  # official archives are well under 1 GiB
 _CHUNK = 1 << 20
 _SCRATCH_SUFFIX = ".partial"
 _STALE_AFTER_S = 24 * 3600
@@ -183,26 +186,31 @@ def _timeout() -> float:
 
 
 def _fetch(url: str, out: BinaryIO, name: str, target: Path) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "mlcls"})
-    timeout = _timeout()
+    stall = _timeout()
+    deadline = env_number(ENV_DOWNLOAD_DEADLINE, DEFAULT_DOWNLOAD_DEADLINE)
+    cap = int(env_number(ENV_DOWNLOAD_MAX_BYTES, DEFAULT_DOWNLOAD_MAX_BYTES))
+    bar = _ByteProgress(name, None)
+
+    def start(announced: int | None) -> None:
+        bar.total = announced
+
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            header = response.headers.get("Content-Length")
-            expected = int(header) if header and header.isdigit() else None
-            received = _copy(response, out, expected, name)
-    except urllib.error.HTTPError as exc:
-        raise ModelError(f"cannot download model '{name}' from {url}: the server answered "
-                         f"HTTP {exc.code} {exc.reason}; {_offline_hint(name, target)}") from None
-    except urllib.error.URLError as exc:
-        raise ModelError(f"cannot download model '{name}' from {url}: cannot reach the server "
-                         f"({exc.reason}); {_offline_hint(name, target)}") from None
-    except TimeoutError:
-        raise ModelError(f"cannot download model '{name}' from {url}: no data for "
-                         f"{timeout:g} s ({ENV_DOWNLOAD_TIMEOUT}); "
+        received, expected = stream(url, _sink(out, name, bar), deadline=deadline, stall=stall,
+                                    max_bytes=cap, on_start=start)
+    except FetchError as exc:
+        reason = exc.reason.replace("cannot reach it", "cannot reach the server")
+        if "limit" in reason:
+            reason += f" ({ENV_DOWNLOAD_MAX_BYTES})"
+        elif "within" in reason:
+            reason += f" ({ENV_DOWNLOAD_DEADLINE})"
+        elif "no data for" in reason:
+            reason += f" ({ENV_DOWNLOAD_TIMEOUT})"
+        elif "connection closed after" in reason:
+            reason = f"the download is incomplete: {reason}; try again"
+        raise ModelError(f"cannot download model '{name}' from {url}: {reason}; "
                          f"{_offline_hint(name, target)}") from None
-    except OSError as exc:  # e.g. the connection reset mid-body
-        raise ModelError(f"cannot download model '{name}' from {url}: {exc}; "
-                         f"{_offline_hint(name, target)}") from None
+    finally:
+        bar.close()
     if expected is not None and received != expected:
         raise ModelError(f"{url}: download of model '{name}' is incomplete: received "
                          f"{received} of {expected} bytes; try again")
@@ -210,30 +218,23 @@ def _fetch(url: str, out: BinaryIO, name: str, target: Path) -> None:
         raise ModelError(f"{url}: the server sent an empty body for model '{name}'")
 
 
-def _copy(src: BinaryIO, out: BinaryIO, expected: int | None, name: str) -> int:
-    bar = _ByteProgress(name, expected)
-    received = 0
-    try:
-        while True:
-            try:
-                chunk = src.read(_CHUNK)
-            except http.client.IncompleteRead as exc:  # body shorter than Content-Length
-                out.write(exc.partial)
-                received += len(exc.partial)
-                break
-            if not chunk:
-                break
-            try:
-                out.write(chunk)
-            except OSError as exc:  # a full disk is no network problem: say so
-                raise ModelError(f"cannot save the download of model '{name}' to "
-                                 f"{getattr(out, 'name', 'the cache')} ({exc.strerror or exc})"
-                                 ) from None
-            received += len(chunk)
-            bar.update(received)
-    finally:
-        bar.close()
-    return received
+def _sink(out: BinaryIO, name: str, bar: _ByteProgress | None = None):
+    """Where the download's chunks go: ``out``, with a full disk reported as what it is."""
+    done = 0
+
+    def write(chunk: bytes) -> None:
+        nonlocal done
+        try:
+            out.write(chunk)
+        except OSError as exc:  # a full disk is no network problem: say so
+            raise ModelError(f"cannot save the download of model '{name}' to "
+                             f"{getattr(out, 'name', 'the cache')} ({exc.strerror or exc})"
+                             ) from None
+        done += len(chunk)
+        if bar is not None:
+            bar.update(done)
+
+    return write
 
 
 class _ByteProgress:

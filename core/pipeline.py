@@ -89,9 +89,28 @@ class MultiLabelClassificationPipeline:
                                                                          model=model)
         if threshold is not None and model.label_list:
             threshold_vector(threshold, len(model.label_list))  # fail now, not mid-run
+        if model.label_list:
+            self._check_label_count()
         self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="mlcls-load")
                       if workers else None)
         self._runners = ThreadPoolExecutor(len(self.predictors), thread_name_prefix="mlcls-run")
+
+    def _check_label_count(self) -> None:
+        """One blank image through the network at load: a label_list that does not match the
+        model's outputs is a model error now, not a failure of every image later."""
+        try:
+            blank = np.full((64, 64, 3), 127, np.uint8)
+            scores = self.predictors[0].run(self.preprocessor.collate(
+                [self.preprocessor.prepare(blank)]))
+        except Exception as exc:  # inference problems are reported per batch, as before
+            log.debug("label count check skipped: %s", exc)
+            return
+        outputs = scores.shape[-1] if getattr(scores, "ndim", 0) == 2 else None
+        if outputs is not None and outputs != len(self.model.label_list):
+            self.close()
+            raise ModelError(f"{self.model.model_dir / 'inference.yml'}: label_list has "
+                             f"{len(self.model.label_list)} names but the model outputs "
+                             f"{outputs} scores")
 
     @staticmethod
     def _check_placement(wanted: Device, predictor: Predictor,
@@ -239,9 +258,10 @@ class MultiLabelClassificationPipeline:
             pred = rows[k]
             k += 1
             yield MultiLabelClsResult({
-                "input_path": path, "page_index": None, "class_ids": pred.class_ids,
+                "input_path": path, "page_index": item.page_index,
+                "class_ids": pred.class_ids,
                 "scores": pred.scores, "label_names": pred.label_names, "device": device,
-            }, image=loaded[0], index=index)
+            }, image=loaded[0], index=index, subdir=item.subdir)
 
     def close(self) -> None:
         for predictor in self.predictors:

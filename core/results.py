@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,6 +21,7 @@ from .visualize import draw_result
 
 log = logging.getLogger(__name__)
 
+_MAX_NAME_BYTES = 255  # NAME_MAX on Linux and macOS file systems
 _IMAGE_EXTS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP",
                ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -50,27 +54,93 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         raise
 
 
-def _source_name(input_path: str | None, index: int) -> str:
+def _source_name(input_path: str | None) -> str | None:
     if not input_path:
-        return f"image_{index}"
+        return None
     if input_path.startswith(("http://", "https://")):
-        name = PurePosixPath(urlparse(input_path).path).name
-        return name or f"image_{index}"
-    return Path(input_path).name
+        return PurePosixPath(urlparse(input_path).path).name or None
+    return Path(input_path).name or None
+
+
+def _auto_name() -> str:
+    """A name for an input that has none (array, PIL image, bytes): PaddleX's
+    ``<timestamp>_<random>``, with enough randomness that two calls never share it."""
+    return f"{int(time.time())}_{secrets.token_hex(4)}"
+
+
+def safe_file_name(name: str) -> str:
+    """``name`` made fit to write: bytes that are not UTF-8 (kept by Python as surrogates)
+    become %XX, and a name too long for the file system is shortened, keeping its end
+    distinct with a hash of the whole."""
+    if any("\udc80" <= ch <= "\udcff" for ch in name):
+        raw = os.fsencode(name)
+        name = "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in raw) \
+            if not _is_utf8(raw) else raw.decode("utf-8")
+    encoded = name.encode("utf-8", "backslashreplace")
+    if len(encoded) <= _MAX_NAME_BYTES:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:
+        stem, ext = name, ""
+    digest = hashlib.sha256(encoded).hexdigest()[:10]
+    room = _MAX_NAME_BYTES - len(ext.encode()) - len(digest) - 3
+    short = stem.encode("utf-8", "backslashreplace")[:room].decode("utf-8", "ignore")
+    return f"{short}~{digest}" + (f".{ext}" if ext else "")
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def json_text(data: Any, indent: int | None = 4, ensure_ascii: bool = False) -> str:
+    """JSON that any UTF-8 stream takes: a path's undecodable bytes (surrogates) are written
+    as JSON escapes instead of failing the write."""
+    text = json.dumps(data, indent=indent, ensure_ascii=ensure_ascii, default=_plain)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return value.as_posix()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class BaseResult(dict):
-    """Shared by successful and failed results: printing and JSON."""
+    """Shared by successful and failed results: printing and JSON, as PaddleX 3.7.2 and the
+    pipeline's documentation (``format_json``) both spell them."""
 
     index: int = 0
+    subdir: str = ""
+    _auto: str | None = None
 
     @property
     def ok(self) -> bool:
         return True
 
     @property
+    def file_name(self) -> str:
+        """The source's file name that saved files are named after (PaddleX's rule): the
+        input's name, or ``<timestamp>_<random>`` for an input without one."""
+        name = _source_name(self.get("input_path"))
+        if name is None:
+            if self._auto is None:
+                self._auto = _auto_name()
+            name = self._auto
+        return name
+
+    @property
     def stem(self) -> str:
-        return Path(_source_name(self.get("input_path"), self.index)).stem
+        stem = Path(self.file_name).stem
+        page = self.get("page_index")
+        return stem if page is None else f"{stem}_{page}"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self)
@@ -79,34 +149,52 @@ class BaseResult(dict):
     def json(self) -> dict[str, Any]:
         return {"res": self.to_dict()}
 
-    def __str__(self) -> str:
-        return json.dumps(self.json, indent=4, ensure_ascii=False)
+    @property
+    def str(self) -> dict[str, Any]:
+        """PaddleX's ``str`` attribute: the result under the key ``res``."""
+        return {"res": self.to_dict()}
 
-    def print(self, format_json: bool = True, indent: int = 4,
-              ensure_ascii: bool = False) -> None:
-        if format_json:
-            print(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii))
-        else:
-            print(self.json)
+    def to_str(self, json_format: bool = False, indent: int = 4,
+               ensure_ascii: bool = False) -> str:
+        if json_format:
+            return json_text(self.json, indent=indent, ensure_ascii=ensure_ascii)
+        return repr(self.json).encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def __str__(self) -> str:
+        return self.to_str(json_format=True)
+
+    def print(self, format_json: bool | None = None, indent: int = 4,
+              ensure_ascii: bool = False, *, json_format: bool | None = None) -> None:
+        """Print the result: indented JSON by default (the pipeline documentation's
+        ``format_json=True``); ``json_format`` is PaddleX 3.7.2's name for the same switch."""
+        if format_json is not None and json_format is not None and format_json != json_format:
+            raise TypeError("print(): format_json and json_format disagree; pass one")
+        as_json = True if format_json is None and json_format is None else \
+            bool(format_json if format_json is not None else json_format)
+        print(self.to_str(json_format=as_json, indent=indent, ensure_ascii=ensure_ascii))
 
     def _target(self, save_path: str | os.PathLike, suffix: str) -> Path:
         """``save_path`` itself when it names a file with this suffix, else
-        ``save_path/<stem>_res<suffix>``."""
+        ``save_path/<sub-folder>/<stem>_res<suffix>``, the sub-folder being where the input
+        sat below the directory given as input."""
         path = Path(save_path)
         if path.suffix.lower() == suffix or (suffix != ".json" and path.suffix.lower()
                                              in _IMAGE_EXTS):
             return path
-        return path / f"{self.stem}_res{suffix}"
+        folder = path / self.subdir if self.subdir else path
+        return folder / safe_file_name(f"{self.stem}_res{suffix}")
 
 
 class MultiLabelClsResult(BaseResult):
     """One image's labels: ``input_path``, ``page_index``, ``class_ids``, ``scores``,
     ``label_names`` as in PaddleX, and ``device``, the device that computed them."""
 
-    def __init__(self, data: dict[str, Any], image: np.ndarray | None = None, index: int = 0):
+    def __init__(self, data: dict[str, Any], image: np.ndarray | None = None, index: int = 0,
+                 subdir: str = ""):
         super().__init__(data)
         self._image = image
         self.index = index
+        self.subdir = subdir
 
     @property
     def img(self) -> dict[str, Image.Image]:
@@ -118,13 +206,14 @@ class MultiLabelClsResult(BaseResult):
     def save_to_json(self, save_path: str | os.PathLike, indent: int = 4,
                      ensure_ascii: bool = False) -> Path:
         target = self._target(save_path, ".json")
-        text = json.dumps(self.to_dict(), indent=indent, ensure_ascii=ensure_ascii)
+        text = json_text(self.to_dict(), indent=indent, ensure_ascii=ensure_ascii)
         atomic_write(target, lambda fh: fh.write(text), mode="w")
         return target
 
     def save_to_img(self, save_path: str | os.PathLike) -> Path:
-        source_ext = Path(_source_name(self.get("input_path"), self.index)).suffix.lower()
-        ext = source_ext if source_ext in _IMAGE_EXTS else (".png" if source_ext else ".jpg")
+        # PaddleX's rule: the input's own image type, else PNG (a PDF's pages, arrays).
+        source_ext = Path(self.file_name).suffix.lower()
+        ext = source_ext if source_ext in _IMAGE_EXTS else ".png"
         target = self._target(save_path, ext)
         fmt = _IMAGE_EXTS.get(target.suffix.lower(), "PNG")
         picture = self.img["res"]

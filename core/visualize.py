@@ -15,7 +15,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 MIN_HEIGHT = 320  # smaller images are scaled up to this height before drawing
+MAX_SIDE = 4096  # larger images are scaled down to this longest side before drawing
 MAX_LINES = 40  # labels beyond this are summarised in one line
+MAX_LABEL_CHARS = 60  # longer label names are cut (a model's label_list is not trusted)
 
 
 @functools.lru_cache(maxsize=16)
@@ -31,18 +33,32 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def _fit(img: Image.Image) -> Image.Image:
+    """Scale small images up to ``MIN_HEIGHT`` and large ones down to ``MAX_SIDE``, never
+    letting either side pass ``MAX_SIDE``: the canvas stays bounded whatever the aspect ratio
+    (a 10000x1 strip would otherwise become 3,200,000x320)."""
+    w, h = img.size
+    scale = max(1.0, MIN_HEIGHT / h)
+    scale = min(scale, MAX_SIDE / max(w, h) if max(w, h) * scale > MAX_SIDE else scale)
+    if scale == 1.0:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, Image.BILINEAR)
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= MAX_LABEL_CHARS else name[:MAX_LABEL_CHARS - 1] + "\u2026"
+
+
 def draw_result(image: np.ndarray | Image.Image, class_ids: list[int], scores: list[float],
                 label_names: list[str]) -> Image.Image:
     """Return a new RGB image: ``image`` with a legend panel of labels and scores."""
     img = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    img = img.convert("RGB")
-    if img.height < MIN_HEIGHT:
-        scale = MIN_HEIGHT / img.height
-        img = img.resize((max(1, round(img.width * scale)), MIN_HEIGHT), Image.BILINEAR)
+    img = _fit(img.convert("RGB"))
     size = int(np.clip(img.height / 24, 14, 40))
     fnt = font(size)
     pad = size // 2
-    lines = [(cid, f"{name}  {score:.2f}") for cid, name, score in
+    lines = [(cid, f"{_cut(str(name))}  {score:.2f}") for cid, name, score in
              zip(class_ids, label_names, scores)]
     if len(lines) > MAX_LINES:
         rest = len(lines) - (MAX_LINES - 1)

@@ -225,7 +225,7 @@ def test_unknown_name_lists_the_known_ones():
 def test_a_full_disk_is_not_blamed_on_the_network():
     with open("/dev/full", "wb", buffering=0) as out, \
             pytest.raises(ModelError, match="cannot save the download.*No space left"):
-        model_hub._copy(io.BytesIO(b"x" * 4096), out, 4096, NAME)
+        model_hub._sink(out, NAME)(b"x" * 4096)
 
 
 def test_a_near_miss_gets_a_suggestion():

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -37,12 +38,30 @@ def test_png_input_saves_png_and_explicit_file_names(pipeline, image_dir, tmp_pa
     assert res.save_to_json(tmp_path / "chosen.json") == tmp_path / "chosen.json"
 
 
-def test_array_inputs_get_numbered_names(pipeline, tmp_path):
+def test_in_memory_inputs_get_unique_names_across_calls(pipeline, tmp_path):
+    """PaddleX names them <timestamp>_<random>; a second predict(frame) must not overwrite
+    the first one's files."""
     arr = np.zeros((20, 30, 3), np.uint8)
-    results = list(pipeline.predict([arr, arr]))
-    assert [r["input_path"] for r in results] == [None, None]
-    names = [r.save_to_json(tmp_path).name for r in results]
-    assert names == ["image_0_res.json", "image_1_res.json"]
+    results = list(pipeline.predict([arr, arr])) + list(pipeline.predict(arr))
+    assert [r["input_path"] for r in results] == [None, None, None]
+    for res in results:
+        res.save_all(tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 6, names
+    assert all(re.fullmatch(r"\d+_[0-9a-f]{8}_res\.(json|png)", n) for n in names), names
+    # one result keeps one name for its JSON and its picture
+    first = results[0]
+    assert first.save_to_json(tmp_path).stem == first.save_to_img(tmp_path).stem
+
+
+def test_print_formats_of_the_seed_and_of_paddlex(pipeline, image_dir, capsys):
+    res = next(pipeline.predict(str(image_dir / "a.jpg")))
+    res.print(json_format=True)
+    assert json.loads(capsys.readouterr().out) == {"res": dict(res)}
+    res.print(json_format=False)  # PaddleX 3.7.2: the dict, as Python prints it
+    assert capsys.readouterr().out.startswith("{'res': {'input_path':")
+    assert res.str == {"res": dict(res)}
+    assert json.loads(res.to_str(json_format=True, indent=None)) == res.json
 
 
 def test_print_formats(pipeline, image_dir, capsys):

@@ -248,7 +248,7 @@ def _free_port() -> int:
 BAD_BODIES = {
     "not base64": ({"image": "this is @@ not base64!"}, 400, "base64"),
     "impossible base64 length": ({"image": "abcde"}, 400, "base64"),
-    "base64 of text": ({"image": b64(b"hello, I am text")}, 400, "not an image"),
+    "base64 of text": ({"image": b64(b"hello, I am text")}, 400, "not a readable image"),
     "empty image": ({"image": ""}, 400, "empty"),
     "data uri without base64": ({"image": "data:image/png,abc"}, 400, "base64"),
     "truncated png": ({"image": b64(encode(np.zeros((60, 60, 3), np.uint8))[:60])}, 400,
@@ -290,7 +290,7 @@ def test_bad_urls_get_400(server, file_server):
     closed = _free_port()
     cases = {
         f"{file_server}/missing.png": "404",
-        f"{file_server}/text": "not an image",
+        f"{file_server}/text": "not a readable image",
         f"{file_server}/big": "bytes",
         f"{file_server}/slow": "1 s",
         f"http://127.0.0.1:{closed}/a.png": "cannot reach",

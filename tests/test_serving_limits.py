@@ -3,9 +3,9 @@ CORS, a full queue, the request timeout, and a server-side fault."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-import urllib.error
 
 import pytest
 import requests
@@ -13,10 +13,12 @@ from test_serving import PATH, assert_error, b64, make_images
 
 from loopback_http import LoopbackServer, send
 from mlcls import create_pipeline
+from mlcls.errors import InputError
+from mlcls.inputs import fetch_url
 from mlcls.interfaces import Predictor
 from mlcls.serving.runner import BackgroundServer
 from mlcls.serving.settings import ServeSettings
-from mlcls.serving.urlguard import build_url_opener, refusal
+from mlcls.serving.urlguard import refusal
 
 KEY = "s3cret-key-for-tests"
 ORIGIN = "https://app.example"
@@ -59,6 +61,9 @@ def ask(server, body, key: str | None = KEY, **headers) -> requests.Response:
     ("172.16.5.4", "private"), ("169.254.169.254", "link-local"), ("::1", "loopback"),
     ("fe80::1", "link-local"), ("::ffff:127.0.0.1", "loopback"), ("0.0.0.0", "unspecified"),
     ("fd00::5", "private"), ("224.0.0.1", "multicast"),
+    ("100.100.100.200", "not a public"), ("100.64.0.1", "not a public"),
+    ("192.0.2.7", "private"), ("198.18.0.1", "private"), ("2002:7f00:1::", "loopback"),
+    ("::ffff:100.100.100.200", "not a public"),
 ])
 def test_refused_addresses(address, kind):
     assert kind in refusal(address)
@@ -69,47 +74,74 @@ def test_public_addresses_pass(address):
     assert refusal(address) is None
 
 
-def test_guarded_opener_refuses_at_connect_time(loopback_image_url):
-    with pytest.raises(urllib.error.URLError, match="loopback"):
-        build_url_opener(False).open(loopback_image_url, timeout=5)
-    with build_url_opener(True).open(loopback_image_url, timeout=5) as resp:
-        assert resp.status == 200
-    with pytest.raises(urllib.error.URLError, match="unknown url type"):
-        build_url_opener(True).open("file:///etc/hostname", timeout=5)
+def test_guard_refuses_at_connect_time(loopback_image_url):
+    with pytest.raises(InputError, match="loopback"):
+        fetch_url(loopback_image_url, timeout=5, guard=refusal)
+    assert fetch_url(loopback_image_url, timeout=5, guard=None)
+    with pytest.raises(InputError, match="not an http"):
+        fetch_url("file:///etc/hostname", timeout=5, guard=None)
 
 
-def test_every_redirect_hop_is_checked(monkeypatch):
+def test_every_redirect_hop_is_checked():
     """A URL whose first host is allowed but that redirects to a refused one is refused.
     127.0.0.2 stands in for an internal address: only it is refused here."""
-    from mlcls.serving import urlguard
-
     hops = LoopbackServer()
     port = hops.base.rsplit(":", 1)[1]
 
-    def hop(handler) -> None:
+    def hop(handler, target: str) -> None:
         handler.send_response(302)
-        handler.send_header("Location", f"http://127.0.0.2:{port}/x")
+        handler.send_header("Location", target)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 
-    hops.routes["/direct"] = lambda handler: send(handler, b"", status=204)
-    hops.routes["/hop"] = hop
-    monkeypatch.setattr(urlguard, "refusal",
-                        lambda address: "an internal address" if address == "127.0.0.2" else None)
+    hops.routes["/direct"] = lambda handler: send(handler, b"ok")
+    hops.routes["/hop"] = lambda h: hop(h, f"http://127.0.0.2:{port}/x")
+    hops.routes["/metadata"] = lambda h: hop(h, "http://100.100.100.200/latest/meta-data/")
+    hops.routes["/file"] = lambda h: hop(h, "file:///etc/passwd")
+    hops.routes["/ftp"] = lambda h: hop(h, "ftp://files.example/x.jpg")
+
+    def guard(address: str):
+        return "an internal address" if address == "127.0.0.2" else (
+            None if address == "127.0.0.1" else refusal(address))
+
     base = hops.base
     try:
-        with build_url_opener(False).open(base + "/direct", timeout=5) as resp:
-            assert resp.status == 204
-        with pytest.raises(urllib.error.URLError, match="127.0.0.2 is an internal address"):
-            build_url_opener(False).open(base + "/hop", timeout=5)
+        assert fetch_url(base + "/direct", timeout=5, guard=guard) == b"ok"
+        with pytest.raises(InputError, match="127.0.0.2 is an internal address"):
+            fetch_url(base + "/hop", timeout=5, guard=guard)
+        # 100.64.0.0/10 (shared address space) is where some clouds answer metadata
+        with pytest.raises(InputError, match="100.100.100.200 is not a public address"):
+            fetch_url(base + "/metadata", timeout=5, guard=guard)
+        # the offline path (no guard) follows http(s) redirects only
+        with pytest.raises(InputError, match="only http\\(s\\) redirects"):
+            fetch_url(base + "/ftp", timeout=5)
+        with pytest.raises(InputError, match="not allowed"):
+            fetch_url(base + "/file", timeout=5)
     finally:
         hops.close()
+
+
+def test_a_hostname_is_checked_on_the_address_it_resolves_to(monkeypatch):
+    """The refusal applies to what a name resolves to (the resolver is the seam here: tests
+    do not reach a real DNS server)."""
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if host == "metadata.example":
+            return real("100.100.100.200", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    with pytest.raises(InputError, match="metadata.example resolves to 100.100.100.200, not a "
+                                         "public address"):
+        fetch_url("http://metadata.example/latest", timeout=5, guard=refusal)
 
 
 @pytest.mark.parametrize("url,word", [
     (None, "loopback"),
     ("http://10.20.30.40/a.jpg", "private"),
     ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://100.100.100.200/latest/meta-data/", "not a public address"),
     ("http://[::1]:9/a.jpg", "loopback"),
     ("http://localhost:9/a.jpg", "loopback"),
 ])

@@ -24,9 +24,10 @@ from .errors import ServingError, bad_request
 from .handlers import error_response, install_error_handlers, log_id
 from .images import ImageLimits, load_request_image
 from .limits import BodyLimitMiddleware, api_key_dependency
+from .metrics import install_metrics
 from .schemas import ErrorResponse, InferRequest, InferResponse, StatusResponse
 from .settings import ServeSettings
-from .urlguard import build_url_opener
+from .urlguard import url_guard
 
 INFER_PATH = "/multilabel-image-classification"
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -67,7 +68,8 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
                              max_wait=settings.max_wait_ms / 1000.0,
                              max_queue=settings.max_queue)
     limits = ImageLimits(settings.max_pixels, settings.max_aspect_ratio, settings.url_timeout,
-                         settings.url_max_bytes, build_url_opener(settings.allow_private_urls))
+                         settings.url_max_bytes, url_guard(settings.allow_private_urls),
+                         settings.max_pages)
     labels = getattr(pipeline.model, "label_list", None)
     workers: dict[str, anyio.CapacityLimiter] = {}
 
@@ -88,6 +90,8 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_metrics(app, batcher, [Depends(api_key_dependency(settings.api_key))]
+                    if settings.api_key else None)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],
@@ -106,30 +110,45 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
                 raise bad_request(str(exc)) from None
         params = body.inferenceParams
         top_k = params.topK if params else None
-        visualize = True if body.visualize is None else body.visualize
-        pixels, source = await anyio.to_thread.run_sync(
+        visualize = settings.visualize if body.visualize is None else body.visualize
+        images, source, paged = await anyio.to_thread.run_sync(
             load_request_image, body.image, limits, limiter=workers["decode"])
+        futures = []
         try:
-            future = batcher.submit(pixels, threshold, source)
+            for page, pixels in enumerate(images):
+                futures.append(batcher.submit(pixels, threshold,
+                                              f"{source} page {page}" if paged else source))
         except QueueFullError as exc:
+            for future in futures:
+                future.cancel()
             raise ServingError(503, f"the server is busy ({exc}); retry later",
                                {"Retry-After": "1"}) from None
         except ShuttingDownError as exc:
             raise ServingError(503, str(exc)) from None
+        del images  # the batcher holds the pixels now; the request need not
         remaining = settings.request_timeout - (time.monotonic() - started)
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), max(remaining, 1e-3))
+            results = await asyncio.wait_for(
+                asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), max(remaining, 1e-3))
         except asyncio.TimeoutError:
+            for future in futures:
+                future.cancel()
             raise ServingError(504, f"no result within {settings.request_timeout:g} s "
                                     "(--request_timeout): the server is overloaded") from None
         except ShuttingDownError as exc:
             raise ServingError(503, str(exc)) from None
         except UsageError as exc:
             raise bad_request(str(exc)) from None
-        if not result.ok:
-            raise ServingError(500, f"inference failed: {result['error']}")
-        payload = await anyio.to_thread.run_sync(render, result, top_k, visualize,
-                                                 settings.jpeg_quality)
+        for result in results:
+            if not result.ok:
+                raise ServingError(500, f"inference failed: {result['error']}")
+        rendered = [await anyio.to_thread.run_sync(render, result, top_k, visualize,
+                                                   settings.jpeg_quality)
+                    for result in results]
+        payload = dict(rendered[0])
+        if paged:
+            payload["pages"] = [{"pageIndex": i, "categories": r["categories"],
+                                 "image": r["image"]} for i, r in enumerate(rendered)]
         return JSONResponse({"logId": log_id(request), "errorCode": 0, "errorMsg": "Success",
                              "result": payload})
 

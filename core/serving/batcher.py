@@ -16,6 +16,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,7 @@ class DynamicBatcher:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.on_batch: Callable[[int], None] | None = None  # the metrics' batch-size hook
 
     @property
     def running(self) -> bool:
@@ -160,6 +162,8 @@ class DynamicBatcher:
         self.stats.batches += 1
         self.stats.images += len(jobs)
         self.stats.largest = max(self.stats.largest, len(jobs))
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
         part = math.ceil(len(jobs) / self.lanes)
         samples = [Sample(job.source, lambda img=job.image: img) for job in jobs]
         try:

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..limits import printable
 from .errors import ServingError
 
 log = logging.getLogger("mlcls.serving")
@@ -29,6 +30,13 @@ def log_id(request: Request) -> str:
     if value is None:
         value = request.state.log_id = new_log_id()
     return value
+
+
+def log_error(request: Request, status: int, message: str, ident: str) -> None:
+    """Every error answer is logged with its logId (WARNING for 4xx, ERROR for 5xx), so a
+    client's logId finds the server's account of it; echoed text is escaped."""
+    log.log(logging.ERROR if status >= 500 else logging.WARNING, "%s %s -> %d: %s [logId %s]",
+            request.method, printable(request.url.path), status, printable(message), ident)
 
 
 def error_response(status: int, message: str, log_id: str,
@@ -67,8 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
     async def _serving_error(request: Request, exc: ServingError) -> JSONResponse:
         ident = log_id(request)
-        log.log(logging.ERROR if exc.status >= 500 else logging.INFO, "%s %s -> %d: %s [%s]",
-                request.method, request.url.path, exc.status, exc.message, ident)
+        log_error(request, exc.status, exc.message, ident)
         return error_response(exc.status, exc.message, ident, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -80,7 +87,9 @@ def install_error_handlers(app: FastAPI) -> None:
             allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
             message = (f"Method Not Allowed: {request.method} {request.url.path}"
                        + (f" (allowed: {allowed})" if allowed else ""))
-        return error_response(exc.status_code, message, log_id(request), exc.headers)
+        ident = log_id(request)
+        log_error(request, exc.status_code, message, ident)
+        return error_response(exc.status_code, message, ident, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -89,7 +98,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if "request body" in message and "json" not in kind.lower():
             message = (f"send the body as JSON (Content-Type: application/json, not "
                        f"{kind or 'none'!r}): {message}")
-        return error_response(422, message, log_id(request))
+        ident = log_id(request)
+        log_error(request, 422, message, ident)
+        return error_response(422, message, ident)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import urllib.request
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from .. import pages
 from ..errors import InputError
-from ..inputs import decode_bytes, fetch_url, is_url
+from ..fetch import Guard
+from ..inputs import check_pixels, decode_bytes, fetch_url, header_size, is_url
+from ..limits import ENV_MAX_PIXELS, printable
 from .errors import ServingError, bad_request
 
 
@@ -24,7 +23,8 @@ class ImageLimits:
     max_aspect_ratio: float
     url_timeout: float
     url_max_bytes: int
-    opener: urllib.request.OpenerDirector | None = None
+    guard: Guard | None = None
+    max_pages: int = 10
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -57,58 +57,66 @@ def decode_base64(text: str) -> bytes:
                           f"({exc}; it starts {_short(text, 40)!r})") from None
 
 
-def check_size(width: int, height: int, limits: ImageLimits) -> None:
-    if width * height > limits.max_pixels:
-        raise ServingError(413, f"image: {width}x{height} is {width * height} pixels, over the "
-                                f"limit of {limits.max_pixels} (--max_pixels)")
+def check_size(width: int, height: int, limits: ImageLimits, source: str = "image") -> None:
+    try:
+        check_pixels(width, height, limits.max_pixels, source)
+    except InputError as exc:
+        raise ServingError(413, str(exc).replace(f"({ENV_MAX_PIXELS}, or --max_pixels when "
+                                                 "serving)", "(--max_pixels)")) from None
     ratio = max(width, height) / max(1, min(width, height))
     if ratio > limits.max_aspect_ratio:
-        raise ServingError(413, f"image: {width}x{height} has an aspect ratio of {ratio:.0f}:1, "
-                                f"over the limit of {limits.max_aspect_ratio:g}:1 "
-                                "(--max_aspect_ratio)")
+        raise ServingError(413, f"{source}: {width}x{height} has an aspect ratio of "
+                                f"{ratio:.0f}:1, over the limit of "
+                                f"{limits.max_aspect_ratio:g}:1 (--max_aspect_ratio)")
 
 
-def header_size(data: bytes, source: str, limits: ImageLimits) -> tuple[int, int]:
-    """Width and height from the file header, without decoding the pixels."""
+def _decode_page(data: bytes, what: str | None, index: int, source: str,
+                 limits: ImageLimits) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                return img.size
-    except Image.DecompressionBombError:
-        raise ServingError(413, f"{source}: far more pixels than the limit of "
-                                f"{limits.max_pixels} (--max_pixels)") from None
-    except UnidentifiedImageError:
-        raise bad_request(f"{source}: not an image in a format the server reads ({len(data)} "
-                          f"bytes starting {data[:12]!r})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise bad_request(f"{source}: a broken image header ({len(data)} bytes starting "
-                          f"{data[:12]!r}: {exc})") from None
+        if what == "pdf":
+            pixels = pages.render_pdf_page(data, index, limits.max_pixels, source)
+        elif what == "tiff":
+            pixels = pages.tiff_page(data, index, limits.max_pixels, source)
+        else:
+            pixels = decode_bytes(data, source, limits.max_pixels)
+    except InputError as exc:
+        if "over the limit" in exc.reason:
+            raise ServingError(413, f"{source}: " + exc.reason.replace(
+                f"({ENV_MAX_PIXELS}, or --max_pixels when serving)", "(--max_pixels)")
+                               ) from None
+        raise bad_request(f"{source}: {exc.reason}") from None
+    check_size(pixels.shape[1], pixels.shape[0], limits, source)
+    return pixels
 
 
-def load_request_image(image: str, limits: ImageLimits) -> tuple[np.ndarray, str]:
-    """The RGB pixels of the request's ``image`` and a short name for it (for messages).
-    Blocking: call it off the event loop."""
+def load_request_image(image: str, limits: ImageLimits) -> tuple[list[np.ndarray], str, bool]:
+    """The RGB pixels of every page of the request's ``image`` (one for a plain image; at
+    most ``max_pages`` of a PDF or TIFF), a short name for it, and whether it is a document
+    with pages. Blocking: call it off the event loop."""
     if is_url(image):
-        source = f"image URL {_short(image)}"
+        source = f"image URL {_short(printable(image))}"
         try:
             data = fetch_url(image, timeout=limits.url_timeout, max_bytes=limits.url_max_bytes,
-                             opener=limits.opener)
+                             guard=limits.guard)
         except InputError as exc:
             raise bad_request(f"{source}: {exc.reason}") from None
-        except ValueError as exc:  # urllib's parsing: bad IPv6 brackets, IDNA labels...
-            raise bad_request(f"{source}: not a valid URL ({exc})") from None
     elif "://" in image[:16]:
-        raise bad_request(f"image: '{_short(image)}' is a URL the server does not fetch; only "
-                          "http:// and https:// URLs are accepted")
+        raise bad_request(f"image: '{_short(printable(image))}' is a URL the server does not "
+                          "fetch; only http:// and https:// URLs are accepted")
     else:
         source = "image"
         data = decode_base64(image)
-    width, height = header_size(data, source, limits)
-    check_size(width, height, limits)
+    if not data:
+        raise bad_request(f"{source}: empty (0 bytes)")
+    what = pages.kind(data[:8])
+    if what is None:
+        size = header_size(data)
+        if size is not None:  # else the decoder reports it (under OpenCV's limit, set to ours)
+            check_size(size[0], size[1], limits, source)
+        return [_decode_page(data, None, 0, source, limits)], source, False
     try:
-        pixels = decode_bytes(data, source)
+        count = min(pages.count_pages(data, what, source), limits.max_pages)
     except InputError as exc:
         raise bad_request(f"{source}: {exc.reason}") from None
-    check_size(pixels.shape[1], pixels.shape[0], limits)  # in case the header lied
-    return pixels, source
+    return ([_decode_page(data, what, i, source, limits) for i in range(count)], source, True)
+

@@ -4,6 +4,8 @@ background thread for tests, benchmarks and embedding."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import socket
 import sys
 import threading
@@ -35,9 +37,33 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except for what follows the drain on SIGTERM: uvicorn re-raises the
+    signal, which kills the process before the pipeline is closed and makes a clean stop
+    exit with 143. Here ``run`` returns, the caller closes what it owns and exits 0 (Ctrl-C
+    still ends as KeyboardInterrupt, status 130, once drained)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may install handlers (a BackgroundServer)
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if signal.SIGINT in self._captured_signals:
+            raise KeyboardInterrupt  # Ctrl-C keeps its exit status (130), after the drain
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _server(app: Any, settings: ServeSettings, **config: Any) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level=settings.log_level,
-                                         timeout_keep_alive=5, **config))
+    return _Server(uvicorn.Config(app, log_level=settings.log_level, timeout_keep_alive=5,
+                                  **config))
 
 
 def serve(pipeline: Any, settings: ServeSettings) -> None:
@@ -47,10 +73,20 @@ def serve(pipeline: Any, settings: ServeSettings) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(f"mlcls: serving on http://{host}:{port} on {pipeline.device} (API docs at /docs)",
           file=sys.stderr, flush=True)
+    if settings.host in ("127.0.0.1", "localhost", "::1"):
+        print("mlcls: only this machine can connect; to accept other hosts, pass --host "
+              "0.0.0.0 (and consider --api_key)", file=sys.stderr, flush=True)
     try:
         _server(create_app(pipeline, settings), settings).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _serving_section(pipeline: Any) -> Any:
+    """The pipeline YAML's ``Serving:`` section (None for a pipeline name)."""
+    from ..config import load_pipeline_config
+
+    return load_pipeline_config(pipeline).get("Serving")
 
 
 def serve_from_args(args: argparse.Namespace) -> int:
@@ -59,7 +95,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
 
     if not args.pipeline:
         raise UsageError("--serve needs --pipeline: multi_label_image_classification or a YAML")
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, _serving_section(args.pipeline))
     pipeline = create_pipeline(args.pipeline, device=args.device, model=args.model,
                                model_dir=args.model_dir, batch_size=args.batch_size,
                                threshold=args.threshold, fallback=args.fallback)

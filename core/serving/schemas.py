@@ -49,11 +49,21 @@ class Category(BaseModel):
     score: float
 
 
+class PageResult(BaseModel):
+    pageIndex: int
+    categories: list[Category]
+    image: str | None = None
+
+
 class InferResult(BaseModel):
-    categories: list[Category] = Field(description="Kept categories, best score first.")
+    categories: list[Category] = Field(description="Kept categories, best score first (of the "
+                                                   "first page, for a PDF or TIFF).")
     image: str | None = Field(None, description="The visualisation, a base64 JPEG; null "
                                                 "when visualize is false.")
     device: str = Field(description="The device that ran the model, e.g. cpu or gpu:1.")
+    pages: list[PageResult] | None = Field(
+        None, description="Every page of a PDF or TIFF (at most --max_pages), in order; "
+                          "absent for a plain image.")
 
 
 class InferResponse(BaseModel):
