@@ -1,18 +1,14 @@
-"""What the gpu, xpu, npu and mlu backends share: devices.yaml's environment, precision names,
-the visible-device mask, and version pairing."""
+"""The Paddle engine's facts about the installed framework: builds installed together, version
+pairing with CustomDevice plugins, precision names, and the visible-device mask's message."""
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import sys
 from importlib import metadata
 from typing import Any
 
-from mlcls.catalogue import load_catalogue
-from mlcls.devices import ENV_IGNORE_CAPABILITY, ProbeReport
-from mlcls.errors import DeviceError, UsageError
+from mlcls.plugin import ProbeReport, UsageError
 
 from .framework_probe import FrameworkFacts
 
@@ -21,50 +17,15 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
 
 
-def apply_env(device_type: str) -> dict[str, str]:
-    """Set devices.yaml's ``env`` for ``device_type``; a variable the user set is kept.
-
-    Returns what was set. Paddle reads these when it is imported, so a value set after that
-    only reaches the code that reads it later; this is logged, not fatal."""
-    applied = {}
-    for key, value in load_catalogue().entry(device_type).env.items():
-        if key not in os.environ:
-            os.environ[key] = value
-            applied[key] = value
-    if applied and "paddle" in sys.modules:
-        log.info("%s: paddle was already imported, so %s may not take effect",
-                 device_type, ", ".join(applied))
-    return applied
-
-
-def precision_problem(precision: str, device_type: str, model: Any) -> str | None:
-    """Why ``model`` may not run at ``precision`` on ``device_type`` according to devices.yaml's
-    ``models.<type>.precisions`` (``{name pattern: [allowed precisions]}``), or ``None``."""
-    if model is None or os.environ.get(ENV_IGNORE_CAPABILITY, "") in ("1", "true", "yes"):
-        return None
-    rules = (load_catalogue().models.get(device_type) or {}).get("precisions") or {}
-    name = getattr(model, "model_name", "") or ""
-    for pattern, allowed in rules.items():
-        allowed = [str(a).lower() for a in (allowed or ())]
-        if fnmatch.fnmatch(name, str(pattern)) and precision not in allowed:
-            return (f"model '{name}' may not run in {precision} on '{device_type}' "
-                    f"(devices.yaml models.{device_type}.precisions: {pattern}: "
-                    f"[{', '.join(allowed)}]; {ENV_IGNORE_CAPABILITY}=1 overrides)")
-    return None
-
-
-def precision_type(name: Any, device_type: str, model: Any = None) -> Any:
+def precision_type(name: Any, device_type: str) -> Any:
     """``fp32``/``fp16`` -> ``paddle.inference.PrecisionType``; a clear error for an unknown
-    name or one devices.yaml does not allow for ``model``."""
+    name. (Whether devices.yaml allows it for the model is checked by the core beforehand.)"""
     from mlcls.paddle_engine import import_paddle_inference
 
     text = str(name or "fp32").lower()
     if text not in PRECISIONS:
         raise UsageError(f"{device_type} option precision={name!r} is not one of "
                          f"{', '.join(PRECISIONS)}")
-    problem = precision_problem(text, device_type, model)
-    if problem:
-        raise DeviceError(problem)
     types = import_paddle_inference().PrecisionType
     return types.Half if text == "fp16" else types.Float32
 
@@ -115,7 +76,10 @@ def skew(plugin: str, plugin_version: str | None, paddle_version: str | None) ->
 
 def mask_reason(device_type: str) -> tuple[str, str] | None:
     """(reason, fix) when the type's visible-device variable hides everything."""
-    var = load_catalogue().entry(device_type).visible_env
+    from mlcls.plugins import backend
+
+    owner, _ = backend(device_type)
+    var = getattr(owner, "visible_env", None)
     if var and var in os.environ:
         value = os.environ[var]
         return (f"{var}={value!r} leaves no {device_type} device visible",

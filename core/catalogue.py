@@ -1,4 +1,7 @@
-"""devices.yaml: the device catalogue and policy, loaded once from the package."""
+"""devices.yaml: the device catalogue and policy, loaded once from the package.
+
+This is the one module that reads devices.yaml; the others receive what it (and resolution)
+decided."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import yaml
 from .errors import UsageError
 
 ENV_CATALOGUE = "MLCLS_DEVICES_YAML"
+# Longer than the Paddle probe's own child-process limit (60 s), so that one reports first.
+DEFAULT_PROBE_TIMEOUT_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,10 @@ class TypeEntry:
     description: str = ""
     aliases: tuple[str, ...] = ()
     fallback: tuple[str, ...] = ()
-    visible_env: str | None = None
+    # Engines in order of preference; None when devices.yaml gives no list (the backend's own
+    # preference applies, then every registered engine).
+    engines: tuple[str, ...] | None = None
+    # Pipeline settings for the type (loaders); engine settings live under `engines:`.
     options: dict[str, Any] = field(default_factory=dict)
     # Environment the framework reads at import time; a value the user already set wins.
     env: dict[str, str] = field(default_factory=dict)
@@ -37,6 +45,9 @@ class Catalogue:
     types: dict[str, TypeEntry]
     models: dict[str, dict[str, list[str]]]
     source: str
+    # engine name -> device type -> that engine's options on that type
+    engine_options: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
 
     def entry(self, name: str) -> TypeEntry:
         """The entry for ``name``, or the defaults for a type only a plugin knows."""
@@ -44,6 +55,10 @@ class Catalogue:
 
     def aliases(self) -> dict[str, str]:
         return {alias: t.name for t in self.types.values() for alias in t.aliases}
+
+    def options_for(self, engine: str, device_type: str) -> dict[str, Any]:
+        """``engines.<engine>.options.<device_type>`` (a copy; empty when not given)."""
+        return dict((self.engine_options.get(engine) or {}).get(device_type) or {})
 
 
 def _read_text() -> tuple[str, str]:
@@ -76,7 +91,8 @@ def parse_catalogue(text: str, source: str) -> Catalogue:
             description=str(spec.get("description", "")),
             aliases=tuple(str(a).lower() for a in spec.get("aliases") or ()),
             fallback=tuple(str(f).lower() for f in spec.get("fallback") or ()),
-            visible_env=spec.get("visible_env"),
+            engines=(None if spec.get("engines") is None
+                     else tuple(str(e).lower() for e in spec["engines"])),
             options=dict(spec.get("options") or {}),
             env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
         )
@@ -84,12 +100,29 @@ def parse_catalogue(text: str, source: str) -> Catalogue:
     for p in priority:
         if p not in types:
             raise UsageError(f"{source}: priority names '{p}', which is not under types")
+    engine_options: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, spec in (data.get("engines") or {}).items():
+        per_type = (spec or {}).get("options") if isinstance(spec, dict) else None
+        if spec and not isinstance(spec, dict) or not isinstance(per_type or {}, dict):
+            raise UsageError(f"{source}: engines.{name} must be a mapping with `options: "
+                             f"{{TYPE: {{...}}}}`")
+        for kind, opts in (per_type or {}).items():
+            if not isinstance(opts or {}, dict):
+                raise UsageError(f"{source}: engines.{name}.options.{kind} must be a mapping")
+        engine_options[str(name).lower()] = {str(k).lower(): dict(v or {})
+                                             for k, v in (per_type or {}).items()}
+    timeout = data.get("probe_timeout_s", DEFAULT_PROBE_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise UsageError(f"{source}: probe_timeout_s must be a positive number of seconds, "
+                         f"got {timeout!r}")
     return Catalogue(
         priority=priority,
         fallback=bool(data.get("fallback", False)),
         types=types,
         models={str(k).lower(): v or {} for k, v in (data.get("models") or {}).items()},
         source=source,
+        engine_options=engine_options,
+        probe_timeout_s=float(timeout),
     )
 
 

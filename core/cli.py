@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, gpu:0, gpu:1,2, npu:0, xpu:0, mlu:0")
     p.add_argument("--fallback", action="store_true", default=None,
                    help="if the device cannot be used, take its fallback (devices.yaml)")
+    p.add_argument("--engine", help="inference engine: auto (default: devices.yaml's order "
+                   "for the device), paddle, ... (mlcls devices lists them)")
     p.add_argument("--save_path", help="folder for <name>_res.json and <name>_res.<ext> "
                    "(default: results are only printed)")
     p.add_argument("--threshold", type=_threshold,
@@ -133,7 +135,8 @@ def _predict(args: argparse.Namespace) -> int:
         check_save_path(args.save_path)
     pipeline = create_pipeline(args.pipeline, device=args.device, model=args.model,
                                model_dir=args.model_dir, batch_size=args.batch_size,
-                               threshold=args.threshold, fallback=args.fallback)
+                               threshold=args.threshold, fallback=args.fallback,
+                               engine=args.engine)
     items = list(expand_inputs(args.input if len(args.input) > 1 else args.input[0]))
     progress = Progress(len(items))
     failed = 0

@@ -1,8 +1,11 @@
-"""``mlcls devices``: every known device type, the plugin behind it, whether it can run here,
-how many devices, versions, and the reason and the fix when it cannot.
+"""``mlcls devices``: every known device type, the plugin behind it, whether its hardware is
+here (count, versions; the reason and the fix when not), and for each available type which
+engines can run on it here, and why the others cannot.
 
 Probes that need Paddle's answers ask a child process (see ``mlcls.backends.framework_probe``),
-so a vendor runtime that crashes on import is reported here rather than taking this down.
+so a vendor runtime that crashes on import is reported here rather than taking this down; a
+plugin's probe that hangs is cut off (devices.yaml ``probe_timeout_s``). Neither Paddle nor
+OpenCV is imported here.
 """
 
 from __future__ import annotations
@@ -11,36 +14,59 @@ import argparse
 import json
 from typing import Any
 
+from . import plugins
 from .catalogue import load_catalogue
-from .devices import fallback_chain, known_types, probe
-from .plugins import get_state
+from .devices import (
+    engine_preference,
+    fallback_chain,
+    known_engines,
+    known_types,
+    probe,
+    probe_engine,
+)
 
 
 def collect() -> dict[str, Any]:
     """What ``mlcls devices --json`` prints."""
     cat = load_catalogue()
-    owners = get_state().device_types
+    state = plugins.get_state()
     rows = []
     for name in known_types():
         report = probe(name).as_dict()
-        owner = owners.get(name)
-        report["plugin"] = owner.plugin if owner else None
+        owner = state.backends.get(name)
+        report["plugin"] = state.backend_plugin.get(name)
         report["aliases"] = list(cat.entry(name).aliases) or list(owner.aliases if owner else ())
         report["fallback"] = list(fallback_chain(name))
+        preferred = engine_preference(name)
+        report["engine_order"] = preferred
+        engines = []
+        if report["available"]:
+            for engine in preferred + [e for e in known_engines() if e not in preferred]:
+                er = probe_engine(engine, name)
+                engines.append({"engine": engine, "plugin": state.engine_plugin.get(engine),
+                                "available": er.available, "versions": er.versions,
+                                "reason": er.reason, "fix": er.fix, "notes": er.notes})
+        report["engines"] = engines
         rows.append(report)
+    faults = [{"plugin": r.name, "status": r.status, "error": r.error, "faults": r.faults}
+              for r in state.records if r.error or r.faults]
     return {"priority": list(cat.priority), "fallback_policy": cat.fallback,
-            "catalogue": cat.source, "types": rows}
+            "catalogue": cat.source, "types": rows, "plugin_faults": faults}
 
 
-def _print_table(data: dict[str, Any]) -> None:
-    header = ("type", "plugin", "available", "count", "versions")
-    rows = [(r["type"], r["plugin"] or "-", "yes" if r["available"] else "no",
-             str(r["count"]) if r["available"] else "-",
-             ", ".join(f"{k} {v}" for k, v in r["versions"].items()) or "-")
-            for r in data["types"]]
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _print_table(data: dict[str, Any]) -> None:
+    _table(("type", "plugin", "available", "count", "engines", "versions"), [
+        (r["type"], r["plugin"] or "-", "yes" if r["available"] else "no",
+         str(r["count"]) if r["available"] else "-",
+         ",".join(e["engine"] for e in r["engines"] if e["available"]) or "-",
+         ", ".join(f"{k} {v}" for k, v in r["versions"].items()) or "-")
+        for r in data["types"]])
     for r in data["types"]:
         lines = []
         for d in r["details"]:
@@ -53,9 +79,24 @@ def _print_table(data: dict[str, Any]) -> None:
             if r["fix"]:
                 lines.append(f"  fix: {r['fix']}")
         lines += [f"  note: {n}" for n in r["notes"]]
+        for e in r["engines"]:
+            versions = ", ".join(f"{k} {v}" for k, v in e["versions"].items())
+            if e["available"]:
+                lines.append(f"  engine {e['engine']}: yes" + (f" ({versions})" if versions
+                                                                 else ""))
+            else:
+                lines.append(f"  engine {e['engine']}: no, {e['reason']}"
+                             + (f" (fix: {e['fix']})" if e["fix"] else ""))
+            lines += [f"    note: {n}" for n in e["notes"]]
         if lines:
             print(f"\n{r['type']}:")
             print("\n".join(lines))
+    for f in data["plugin_faults"]:
+        print(f"\nplugin {f['plugin']} ({f['status']}):")
+        if f["error"]:
+            print(f"  failed to load: {f['error']}")
+        for text in f["faults"]:
+            print(f"  fault: {text}")
     print(f"\nauto tries: {' -> '.join(data['priority'])}; explicit devices are "
           f"{'allowed to fall back' if data['fallback_policy'] else 'strict'} "
           f"(devices.yaml: {data['catalogue']})")
@@ -64,7 +105,8 @@ def _print_table(data: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mlcls devices",
-        description="List the device types mlcls knows and whether each can run here.")
+        description="List the device types mlcls knows, whether each can run here, and which "
+                    "engines can run on it.")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     data = collect()

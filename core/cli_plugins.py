@@ -1,4 +1,5 @@
-"""``mlcls plugins``: every plugin found, its distribution, hooks, device types and errors."""
+"""``mlcls plugins``: every plugin found, its distribution, hooks, the device types and engines
+it registered, and its errors and faults (refused registrations, calls that raised or hung)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ def main(argv: list[str]) -> int:
                                      description="List the installed mlcls plugins.")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    records = get_state().records
+    state = get_state()
+    records = state.records
     if args.json:
         print(json.dumps([asdict(r) for r in records], indent=2))
         return 0
-    header = ("name", "status", "distribution", "device types", "hooks")
-    rows = [(r.name, r.status, f"{r.distribution} {r.version}".strip(),
-             ",".join(r.device_types) or "-", ",".join(r.hooks) or "-") for r in records]
+    header = ("name", "status", "distribution", "device types", "engines", "hooks")
+    rows = [(r.name, r.status + (f" ({len(r.faults)} fault(s))" if r.faults else ""),
+             f"{r.distribution} {r.version}".strip(), ",".join(r.device_types) or "-",
+             ",".join(r.engines) or "-", ",".join(r.hooks) or "-") for r in records]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
     for r in records:
         if r.error:
             print(f"\n{r.name}: failed to load: {r.error}")
+        for text in r.faults:
+            print(f"\n{r.name}: fault: {text}")
     return 0

@@ -105,6 +105,7 @@ class PipelineSettings:
     batch_size: int = 1
     threshold: Any = None
     device: str | None = None
+    engine: str | None = None  # auto (None) or an engine's name
 
 
 def default_config_text() -> str:
@@ -151,13 +152,14 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
     the older ``Pipeline: {model, batch_size, device}``."""
     module = (cfg.get("SubModules") or {}).get(MODULE_KEY)
     legacy = cfg.get("Pipeline")
-    out = PipelineSettings(device=cfg.get("device"))
+    out = PipelineSettings(device=cfg.get("device"), engine=cfg.get("engine"))
     if isinstance(module, dict):
         out.model_name = module.get("model_name")
         out.model_dir = module.get("model_dir")
         out.batch_size = module.get("batch_size", 1)
         out.threshold = module.get("threshold")
         out.device = module.get("device", out.device)
+        out.engine = module.get("engine", out.engine)
     elif isinstance(legacy, dict):
         model = legacy.get("model")
         _need_text(model, "Pipeline.model")
@@ -168,6 +170,7 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
         out.batch_size = legacy.get("batch_size", 1)
         out.threshold = legacy.get("threshold")
         out.device = legacy.get("device", out.device)
+        out.engine = legacy.get("engine", out.engine)
     else:
         raise UsageError(f"pipeline config: expected SubModules.{MODULE_KEY} or Pipeline "
                          "with the model settings")
@@ -175,6 +178,9 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
                                    "batch_size")
     for key in ("model_name", "model_dir", "device"):
         _need_text(getattr(out, key), key)
+    if out.engine is not None and not isinstance(out.engine, str):
+        raise UsageError(f"pipeline config: engine must be a name (auto, paddle...), got "
+                         f"{out.engine!r}")
     return out
 
 

@@ -3,6 +3,7 @@ postprocessing -> results, with decoding overlapped with inference."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import deque
@@ -14,14 +15,15 @@ from typing import Any
 import numpy as np
 
 from . import config as cfgmod
+from . import devices, plugins
 from .catalogue import load_catalogue
+from .defaults import default_postprocessor, default_preprocessor
 from .devices import Device, Resolution, fallback_enabled, resolve_device
 from .errors import DeviceError, InputError, MlclsError, ModelError, UsageError
 from .inputs import Sample, expand_inputs
-from .interfaces import Placement, Postprocessor, Predictor, Preprocessor
 from .model import ModelSpec, load_model_dir
 from .model_hub import ensure_model
-from .plugins import get_plugin_manager
+from .plugin import Engine, Placement, Postprocessor, Predictor, Preprocessor
 from .postprocess import threshold_vector
 from .results import BaseResult, FailedResult, MultiLabelClsResult
 
@@ -57,36 +59,59 @@ class MultiLabelClassificationPipeline:
         self.batch_size = batch_size
         self.threshold = threshold
         device = resolution.device
-        pm = get_plugin_manager()
-        options = dict(load_catalogue().entry(device.type).options)
-        options.update(device_options or {})
+        self.engine_name = resolution.engine or devices.AUTO
+        engine, self._engine_plugin = plugins.engine(self.engine_name)
+        if engine is None:
+            raise DeviceError(f"no installed plugin provides the engine "
+                              f"'{self.engine_name}' (`mlcls plugins`)")
+        self._engine: Engine = engine
+        cat = load_catalogue()
+        overrides = dict(device_options or {})
+        # Pipeline settings of the type (loaders) and the engine's own options are kept apart
+        # in devices.yaml; device_options overrides either, by key.
+        type_options = dict(cat.entry(device.type).options)
+        type_options.update({k: v for k, v in overrides.items()
+                             if k in devices.PIPELINE_OPTIONS})
+        options = cat.options_for(self.engine_name, device.type)
+        options.update({k: v for k, v in overrides.items()
+                        if k not in devices.PIPELINE_OPTIONS})
+        self.options = options
         # Loader threads decode and resize the next images while a batch runs. devices.yaml
         # sets `loaders: 0` where the engine itself computes on every core (cpu): there they
         # would only contend with it, so the caller's thread loads (docs/performance.md).
-        loaders = options.get("loaders")
+        loaders = type_options.get("loaders")
         if loaders is not None and (isinstance(loaders, bool) or not isinstance(loaders, int)
                                     or loaders < 0):
             raise UsageError(f"device option 'loaders' must be a whole number >= 0, got "
                              f"{loaders!r}")
         workers = max(2, min(4, os.cpu_count() or 1)) if loaders is None else loaders
-        pm.hook.prepare_environment(device=device, options=options)
+        problem = devices.precision_problem(device.type, model, options)
+        if problem:
+            raise DeviceError(problem)
+        devices.apply_environment(devices.environment_for(device.type, self.engine_name,
+                                                          type_options, options))
         self.predictors: list[Predictor] = []
         self.placements: list[Placement] = []
         try:
             for device_id in device.ids or (None,):
-                predictor = pm.hook.create_predictor(device=device, device_id=device_id,
-                                                     model=model, options=options)
-                if predictor is None:
-                    raise DeviceError(f"no plugin creates predictors for '{device.type}'")
+                predictor = self._call("create_predictor", engine.create_predictor, model,
+                                       device, device_id, dict(options))
+                if not isinstance(predictor, Predictor):
+                    raise DeviceError(f"plugin '{self._engine_plugin}': engine "
+                                      f"'{self.engine_name}' returned a "
+                                      f"{type(predictor).__name__}, not a Predictor")
                 self.predictors.append(predictor)
                 self.placements.append(self._check_placement(device.single(device_id),
                                                              predictor, fallback))
         except BaseException:
             self.close()
             raise
-        self.preprocessor: Preprocessor = pm.hook.create_preprocessor(device=device, model=model)
-        self.postprocessor: Postprocessor = pm.hook.create_postprocessor(device=device,
-                                                                         model=model)
+        self.preprocessor: Preprocessor = (
+            self._call("create_preprocessor", engine.create_preprocessor, model, device)
+            or default_preprocessor(model))
+        self.postprocessor: Postprocessor = (
+            self._call("create_postprocessor", engine.create_postprocessor, model, device)
+            or default_postprocessor(model))
         if threshold is not None and model.label_list:
             threshold_vector(threshold, len(model.label_list))  # fail now, not mid-run
         if model.label_list:
@@ -112,23 +137,28 @@ class MultiLabelClassificationPipeline:
                              f"{len(self.model.label_list)} names but the model outputs "
                              f"{outputs} scores")
 
-    @staticmethod
-    def _check_placement(wanted: Device, predictor: Predictor,
+    def _call(self, what: str, fn, *args):
+        return plugins.guarded(self._engine_plugin, f"{what} of engine '{self.engine_name}'",
+                               fn, *args)
+
+    def _check_placement(self, wanted: Device, predictor: Predictor,
                          fallback: bool | None) -> Placement:
         """Read back where the engine runs; an engine's own silent fallback becomes an error,
         or, with fallback on, a recorded and logged one."""
-        reported = get_plugin_manager().hook.verify_placement(device=wanted, predictor=predictor)
-        placement = reported or predictor.placement()
+        placement = self._call("placement", self._engine.placement, predictor)
+        if not isinstance(placement, Placement):
+            raise DeviceError(f"plugin '{self._engine_plugin}': engine '{self.engine_name}' "
+                              f"read back a {type(placement).__name__}, not a Placement")
+        if not placement.engine:
+            placement = dataclasses.replace(placement, engine=self.engine_name)
         if placement.device.partition(":")[0] == wanted.type and (
                 not wanted.ids or placement.device == str(wanted)):
             return placement
-        reason = (f"the engine runs on {placement.device} although {wanted} was asked "
-                  f"({placement.detail or 'no detail'})")
+        reason = (f"engine '{self.engine_name}' runs on {placement.device} although {wanted} "
+                  f"was asked ({placement.detail or 'no detail'})")
         if not fallback_enabled(fallback):
             raise DeviceError(f"device '{wanted}': {reason}; pass --fallback to accept it")
-        from .devices import announce_fallback
-
-        announce_fallback(str(wanted), placement.device, reason)
+        devices.announce_fallback(str(wanted), placement.device, reason)
         return placement
 
     @property
@@ -261,6 +291,7 @@ class MultiLabelClassificationPipeline:
                 "input_path": path, "page_index": item.page_index,
                 "class_ids": pred.class_ids,
                 "scores": pred.scores, "label_names": pred.label_names, "device": device,
+                "engine": self.engine_name,
             }, image=loaded[0], index=index, subdir=item.subdir)
 
     def close(self) -> None:
@@ -282,11 +313,14 @@ def create_pipeline(pipeline: str | dict | None = None, device: str | None = Non
                     model_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                     threshold: Any = None, fallback: bool | None = None,
                     device_options: dict[str, Any] | None = None, use_hpip: bool = False,
-                    **kwargs: Any) -> MultiLabelClassificationPipeline:
+                    engine: str | None = None, **kwargs: Any) -> MultiLabelClassificationPipeline:
     """Build the pipeline. ``pipeline`` is ``multi_label_image_classification`` (or
     ``image_multilabel_classification``) or a pipeline YAML path; ``config`` is accepted as an
     alias. Arguments given here win over the YAML, which wins over the model's inference.yml.
-    ``device`` is ``auto`` (default), ``cpu``, ``gpu:0``, ``gpu:1,2``, ``npu:0``..."""
+    ``device`` is ``auto`` (default), ``cpu``, ``gpu:0``, ``gpu:1,2``, ``npu:0``...;
+    ``engine`` is ``auto`` (default: devices.yaml's preference for the type) or an engine's
+    name (``paddle``...); ``device_options`` override the chosen engine's options for the
+    type (and the type's pipeline settings, such as ``loaders``)."""
     if kwargs:
         raise TypeError(f"create_pipeline() got unexpected arguments: {', '.join(kwargs)}")
     if pipeline is not None and config is not None:
@@ -297,9 +331,11 @@ def create_pipeline(pipeline: str | dict | None = None, device: str | None = Non
         settings.model_dir = None  # a model named in the call replaces the YAML's directory
     settings = cfgmod.merge(settings, model_name=model,
                             model_dir=str(model_dir) if model_dir else None,
-                            batch_size=batch_size, threshold=threshold, device=device)
+                            batch_size=batch_size, threshold=threshold, device=device,
+                            engine=engine)
     spec = resolve_model(settings.model_name, settings.model_dir)
-    resolution = resolve_device(settings.device, model=spec, fallback=fallback)
+    resolution = resolve_device(settings.device, model=spec, fallback=fallback,
+                                engine=settings.engine)
     return MultiLabelClassificationPipeline(spec, resolution, batch_size=settings.batch_size,
                                             threshold=settings.threshold,
                                             device_options=device_options, fallback=fallback)

@@ -150,6 +150,11 @@ class DeviceBackend:
     description: str = ""
     aliases: tuple[str, ...] = ()
     fallback: tuple[str, ...] = ()
+    # Engines to try on this type, in order, when devices.yaml gives no `engines:` list for it
+    # (empty: every registered engine).
+    engines: tuple[str, ...] = ()
+    # The vendor's visible-device variable (CUDA_VISIBLE_DEVICES...), for engines' messages.
+    visible_env: str | None = None
 
     def probe(self) -> ProbeReport:
         """Whether the type is present here: driver/SMI answers, the device count after the

@@ -1,26 +1,34 @@
-"""The plugin manager: loads backends from the ``mlcls.backends`` entry-point group.
+"""The plugin registry: loads plugins from the ``mlcls.backends`` entry-point group, keeps the
+table device type -> backend and engine name -> engine, and guards every call into a plugin.
 
-Loading is tolerant: a backend that fails to import or register is recorded with its error
-(shown by ``mlcls plugins``) and the others load as usual. ``MLCLS_LOAD_PLUGINS`` (comma
-separated entry-point names) is an allow-list and ``MLCLS_BLOCK_PLUGINS`` a block list; the
-essential ``cpu`` backend loads whatever they say, since fallback and ``auto`` rely on it.
+Loading is tolerant: a plugin that fails to import, implements a hook mlcls does not have, or
+raises while registering is recorded with its error (shown by ``mlcls plugins``) and the others
+load as usual. A type or engine name that is already taken is refused and recorded; built-ins
+load first, so they win. ``MLCLS_LOAD_PLUGINS`` (comma separated entry-point names) is an
+allow-list and ``MLCLS_BLOCK_PLUGINS`` a block list; the essential ``cpu`` plugin (the host CPU
+and the Paddle engine) loads whatever they say, since fallback and ``auto`` rely on it.
+
+Every later call into a plugin goes through ``guarded``: an exception that is not one of
+mlcls's own errors, or a probe that does not answer in time, is charged to the plugin by name
+(``PluginRecord.faults``) and becomes a ``PluginFault`` naming it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
+from typing import Any, TypeVar
 
 import pluggy
 
-from . import defaults, hookspecs
-from .devices import DeviceTypeInfo
+from . import plugin as api
+from .errors import DeviceError, MlclsError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,17 @@ GROUP = "mlcls.backends"
 ENV_ALLOW = "MLCLS_LOAD_PLUGINS"
 ENV_BLOCK = "MLCLS_BLOCK_PLUGINS"
 ESSENTIAL = frozenset({"cpu"})
+CORE = "mlcls"  # what faults of the core itself are charged to (none expected)
+
+T = TypeVar("T")
+
+
+class PluginFault(DeviceError):
+    """A plugin raised or hung in a call; the message names the plugin and the call."""
+
+    def __init__(self, plugin: str, message: str):
+        super().__init__(message)
+        self.plugin = plugin
 
 
 @dataclass
@@ -40,19 +59,29 @@ class PluginRecord:
     version: str = ""
     hooks: list[str] = field(default_factory=list)
     device_types: list[str] = field(default_factory=list)
-    error: str | None = None
+    engines: list[str] = field(default_factory=list)
+    error: str | None = None  # why it failed to load
     status: str = "loaded"  # loaded | failed | blocked
+    # Faults charged to it after loading: refused registrations, raising or hanging calls.
+    faults: list[str] = field(default_factory=list)
 
 
 @dataclass
 class PluginState:
     manager: pluggy.PluginManager
     records: list[PluginRecord]
-    device_types: dict[str, DeviceTypeInfo]
+    backends: dict[str, api.DeviceBackend] = field(default_factory=dict)
+    engines: dict[str, api.Engine] = field(default_factory=dict)
+    backend_plugin: dict[str, str] = field(default_factory=dict)  # type -> plugin name
+    engine_plugin: dict[str, str] = field(default_factory=dict)  # engine -> plugin name
+    hung: set[tuple[str, str]] = field(default_factory=set)  # (plugin, call) that hung once
+
+    def record(self, name: str) -> PluginRecord | None:
+        return next((r for r in self.records if r.name == name), None)
 
 
 _state: PluginState | None = None
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 def _names(env: str) -> set[str] | None:
@@ -66,34 +95,75 @@ def _hook_names(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return sorted(impl.name for impl in pm.get_hookcallers(plugin) or ())
 
 
-def _register_types(pm: pluggy.PluginManager, plugin: object, record: PluginRecord,
-                    types: dict[str, DeviceTypeInfo]) -> None:
-    found: list[DeviceTypeInfo] = []
-    impl = getattr(plugin, "register_device_types", None)
-    if impl is not None:
-        impl(register=found.append)
-    for info in found:
-        name = info.name.lower()
-        if name in types:
-            raise ValueError(f"device type '{name}' is already registered by "
-                             f"plugin '{types[name].plugin}'")
-        types[name] = dataclasses.replace(info, name=name, plugin=record.name,
-                                          aliases=tuple(a.lower() for a in info.aliases))
-        record.device_types.append(name)
+def _fault(state: PluginState, plugin: str, text: str) -> None:
+    record = state.record(plugin)
+    if record is not None and text not in record.faults:
+        record.faults.append(text)
+    log.warning("mlcls plugin '%s': %s", plugin, text)
 
 
-def _load_one(pm: pluggy.PluginManager, name: str, loader, record: PluginRecord,
-              types: dict[str, DeviceTypeInfo]) -> None:
+def _registrar(state: PluginState, record: PluginRecord, kind: str) -> Callable[[Any], None]:
+    """The ``register`` callback handed to one plugin's ``register_*`` hook."""
+    wanted = api.DeviceBackend if kind == "device type" else api.Engine
+    table = state.backends if kind == "device type" else state.engines
+    owners = state.backend_plugin if kind == "device type" else state.engine_plugin
+    mine = record.device_types if kind == "device type" else record.engines
+
+    def register(obj: Any) -> None:
+        name = str(getattr(obj, "name", "") or "").strip().lower()
+        if not isinstance(obj, wanted):
+            _fault(state, record.name, f"registered a {type(obj).__name__}, not a "
+                                       f"{wanted.__name__}; refused")
+            return
+        if not name or ":" in name or "," in name or name == "auto":
+            _fault(state, record.name, f"registered a {kind} with the bad name {name!r} "
+                                       "(a plain word, not 'auto'); refused")
+            return
+        if name in table:
+            _fault(state, record.name, f"{kind} '{name}' is already registered by plugin "
+                                       f"'{owners[name]}'; refused")
+            return
+        obj.name = name
+        table[name] = obj
+        owners[name] = record.name
+        mine.append(name)
+
+    return register
+
+
+def _load_one(state: PluginState, name: str, loader, record: PluginRecord) -> None:
+    pm = state.manager
+    module = None
     try:
         module = loader()
         pm.register(module, name=name)
         try:
-            _register_types(pm, module, record, types)
-        except Exception:
+            # a hook name mlcls does not define (a misspelling) would otherwise never be called
+            pm.check_pending()
+        except pluggy.PluginValidationError:
+            known = sorted(n for n in dir(api) if hasattr(getattr(api, n), "mlcls_spec"))
+            unknown = [n for n in _hook_names(pm, module)
+                       if getattr(pm.hook, n).spec is None]
             pm.unregister(module)
-            raise
+            raise pluggy.PluginValidationError(
+                module, f"implements {', '.join(repr(u) for u in unknown) or 'a hook'} which "
+                        f"mlcls does not define (its hooks: {', '.join(known)})") from None
         record.hooks = _hook_names(pm, module)
+        for hook, kind in (("register_device_backends", "device type"),
+                           ("register_engines", "engine")):
+            impl = getattr(module, hook, None)
+            if impl is not None and hook in record.hooks:
+                impl(register=_registrar(state, record, kind))
     except Exception as exc:  # a broken plugin must never break the others
+        if module is not None and pm.is_registered(module):
+            pm.unregister(module)
+        for kind_table, owners, mine in ((state.backends, state.backend_plugin,
+                                          record.device_types),
+                                         (state.engines, state.engine_plugin, record.engines)):
+            for n in mine:  # what it registered before failing goes with it
+                kind_table.pop(n, None)
+                owners.pop(n, None)
+            mine.clear()
         record.status = "failed"
         record.error = f"{type(exc).__name__}: {exc}"
         log.warning("mlcls plugin '%s' failed to load: %s", name, record.error)
@@ -101,14 +171,13 @@ def _load_one(pm: pluggy.PluginManager, name: str, loader, record: PluginRecord,
 
 def _build() -> PluginState:
     pm = pluggy.PluginManager("mlcls")
-    pm.add_hookspecs(hookspecs)
-    pm.register(defaults, name="mlcls.defaults")
-    records: list[PluginRecord] = []
-    types: dict[str, DeviceTypeInfo] = {}
+    pm.add_hookspecs(api)
+    state = PluginState(pm, [])
     allow, block = _names(ENV_ALLOW), _names(ENV_BLOCK) or set()
     seen: set[str] = set()
+
     def order(ep) -> tuple[bool, bool, str]:
-        # essential, then built-in, backends first, so no third party can take their types
+        # essential, then built-in plugins first, so no third party can take their names
         dist = getattr(ep, "dist", None)
         return (ep.name not in ESSENTIAL, not (dist and dist.name == "mlcls"), ep.name)
 
@@ -120,13 +189,13 @@ def _build() -> PluginState:
         record = PluginRecord(name=ep.name, module=ep.value,
                               distribution=dist.name if dist else "",
                               version=dist.version if dist else "")
-        records.append(record)
+        state.records.append(record)
         wanted = allow is None or ep.name in allow
         if ep.name not in ESSENTIAL and (not wanted or ep.name in block):
             record.status = "blocked"
             continue
-        _load_one(pm, ep.name, ep.load, record, types)
-    return PluginState(pm, records, types)
+        _load_one(state, ep.name, ep.load, record)
+    return state
 
 
 def get_state() -> PluginState:
@@ -142,19 +211,19 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return get_state().manager
 
 
-def register_module(module: ModuleType | str, name: str | None = None) -> PluginRecord:
-    """Register a plugin module that is not installed through an entry point (tests, notebooks).
-
-    Errors are recorded on the returned record, as for installed plugins.
-    """
+def register_module(module: ModuleType | object | str, name: str | None = None) -> PluginRecord:
+    """Register a plugin that is not installed through an entry point (tests, notebooks): a
+    module, an object with hook methods, or a module name. Errors are recorded on the returned
+    record, as for installed plugins."""
     state = get_state()
-    mod_name = module if isinstance(module, str) else module.__name__
+    mod_name = module if isinstance(module, str) else getattr(module, "__name__",
+                                                              type(module).__name__)
     record = PluginRecord(name=name or mod_name, module=mod_name, distribution="(registered)")
     loader = (lambda: importlib.import_module(module)) if isinstance(module, str) else (
         lambda: module)
     with _lock:
         state.records.append(record)
-        _load_one(state.manager, record.name, loader, record, state.device_types)
+        _load_one(state, record.name, loader, record)
     return record
 
 
@@ -163,3 +232,77 @@ def reset() -> None:
     global _state
     with _lock:
         _state = None
+
+
+# -- calls into plugins --------------------------------------------------------------------------
+
+
+def backend(device_type: str) -> tuple[api.DeviceBackend | None, str]:
+    """The backend registered for ``device_type`` and its plugin's name."""
+    state = get_state()
+    return state.backends.get(device_type), state.backend_plugin.get(device_type, "")
+
+
+def engine(name: str) -> tuple[api.Engine | None, str]:
+    """The engine registered as ``name`` and its plugin's name."""
+    state = get_state()
+    return state.engines.get(name), state.engine_plugin.get(name, "")
+
+
+def guarded(plugin: str, what: str, fn: Callable[..., T], *args: Any,
+            timeout: float | None = None, **kwargs: Any) -> T:
+    """Call ``fn`` for ``plugin``; ``what`` names the call in messages (``probe of 'gpu'``).
+
+    mlcls's own errors pass through (they are a plugin's deliberate, clear answers). Any other
+    exception, and with ``timeout`` a call that has not returned in time, is recorded as a
+    fault of ``plugin`` and raised as a ``PluginFault`` naming it. A call that hung once is not
+    made again in this process (its thread may still be stuck)."""
+    state = get_state()
+    if (plugin, what) in state.hung:
+        raise PluginFault(plugin, f"plugin '{plugin}': {what} did not answer earlier in this "
+                                  "process, so it is not asked again")
+    if timeout is None:
+        try:
+            return fn(*args, **kwargs)
+        except MlclsError:
+            raise
+        except Exception as exc:
+            text = f"{what} raised {type(exc).__name__}: {exc}"
+            _fault(state, plugin, text)
+            raise PluginFault(plugin, f"plugin '{plugin}': {text}") from None
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    # A daemon thread: a probe stuck in a driver call cannot be killed, only left behind.
+    worker = threading.Thread(target=target, name=f"mlcls-{plugin}-call", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        state.hung.add((plugin, what))
+        text = f"{what} did not answer within {timeout:g} s and was cut off"
+        _fault(state, plugin, text)
+        raise PluginFault(plugin, f"plugin '{plugin}': {text} (devices.yaml probe_timeout_s)")
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, MlclsError):
+            raise exc
+        text = f"{what} raised {type(exc).__name__}: {exc}"
+        _fault(state, plugin, text)
+        raise PluginFault(plugin, f"plugin '{plugin}': {text}") from None
+    return box["value"]
+
+
+def announce(requested: str, used: str, reason: str) -> None:
+    """Tell every ``on_fallback`` listener; one that raises is charged, the rest still hear."""
+    pm = get_plugin_manager()
+    for impl in pm.hook.on_fallback.get_hookimpls():
+        try:
+            impl.function(requested=requested, used=used, reason=reason)
+        except Exception as exc:
+            _fault(get_state(), impl.plugin_name,
+                   f"on_fallback raised {type(exc).__name__}: {exc}")

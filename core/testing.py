@@ -1,20 +1,23 @@
-"""The conformance kit: the checks every device backend must pass, as a pytest plugin.
+"""The conformance kit: the checks every device backend and engine must pass, as a pytest plugin.
 
-A vendor runs it against their backend in one of two ways::
+It is parametrised by device type x engine. A vendor runs it against their plugin in one of two
+ways::
 
     # tests/test_conformance.py in the plugin's repository
     from mlcls.testing import BackendConformance
 
     class TestMyDevice(BackendConformance):
         device_type = "mydev"
+        engine = "myengine"      # or None: the engine `--engine auto` picks for the type
 
-or, with nothing written, ``pytest -p mlcls.testing --mlcls-device mydev --pyargs
-mlcls.testing``. The checks: the type is registered by a loaded plugin; registering plugins
-imports no framework or vendor SDK; the probe report has the documented shape (and a reason and
-a fix when unavailable); outputs equal the CPU backend's within ``atol`` on a tiny random model;
-placement is read back per id and every result names the id that ran it; several ids each get
-work, results in input order; and an unavailable device is refused (strict) or falls back with
-a WARNING and an ``on_fallback`` event.
+or, with nothing written, ``pytest -p mlcls.testing --mlcls-device mydev [--mlcls-engine NAME]
+--pyargs mlcls.testing``. The checks: the type (and engine) are registered by a loaded plugin
+without faults; registering plugins imports no framework or vendor SDK; the backend's and the
+engine's probe reports have the documented shape (and a reason and a fix when unavailable);
+outputs equal Paddle Inference on the CPU within ``atol`` on a tiny random model; placement is
+read back per id and every result names the id and the engine that ran it; several ids each get
+work, results in input order; and an unavailable device is refused (strict) or falls back with a
+WARNING and an ``on_fallback`` event.
 
 Checks that need the device are skipped, with the probe's reason, where it is unavailable.
 Nothing here imports Paddle until a model is needed, so loading the plugin is cheap.
@@ -34,16 +37,28 @@ import pytest
 # Absolute imports: pytest may import this file a second time under another name (`--pyargs`
 # on an editable install), and the checks must see the same classes as the backends do.
 from mlcls import hookimpl
-from mlcls.devices import Device, ProbeReport, fallback_chain, known_types, probe, resolve_device
+from mlcls.devices import (
+    fallback_chain,
+    known_engines,
+    known_types,
+    probe,
+    probe_engine,
+    resolve_device,
+)
 from mlcls.errors import DeviceError
+from mlcls.plugin import Device, ProbeReport
 
 OPTION = "--mlcls-device"
+ENGINE_OPTION = "--mlcls-engine"
+REFERENCE_ENGINE = "paddle"  # what outputs are compared with, on the CPU
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlcls", "mlcls device backend conformance")
     group.addoption(OPTION, default=None, metavar="TYPE",
                     help="device type that TestDeviceConformance checks (e.g. npu)")
+    group.addoption(ENGINE_OPTION, default=None, metavar="ENGINE",
+                    help="engine it runs (default: the one --engine auto picks)")
 
 
 def export_tiny_model(target: Path, num_classes: int = 4, size: int = 24, seed: int = 7, *,
@@ -127,6 +142,7 @@ class BackendConformance:
     """Subclass with ``device_type`` set; override the class attributes below as needed."""
 
     device_type: ClassVar[str | None] = None
+    engine: ClassVar[str | None] = None  # None: the engine `--engine auto` picks
     atol: ClassVar[float] = 1e-4
     # Modules that registering plugins must not import (the framework, vendor SDKs).
     forbidden_imports: ClassVar[tuple[str, ...]] = ("paddle",)
@@ -145,14 +161,25 @@ class BackendConformance:
 
     @pytest.fixture(scope="class")
     @classmethod
+    def engine_name(cls, request: pytest.FixtureRequest) -> str:
+        name = cls.engine or request.config.getoption(ENGINE_OPTION, default=None)
+        return str(name or "auto").lower()
+
+    @pytest.fixture(scope="class")
+    @classmethod
     def report(cls, kind: str) -> ProbeReport:
         return probe(kind)
 
     @pytest.fixture(scope="class")
     @classmethod
-    def available(cls, report: ProbeReport) -> ProbeReport:
+    def available(cls, report: ProbeReport, engine_name: str) -> ProbeReport:
         if not report.available:
             pytest.skip(f"'{report.device_type}' is unavailable here: {report.reason}")
+        if engine_name != "auto":
+            engine_report = probe_engine(engine_name, report.device_type)
+            if not engine_report.available:
+                pytest.skip(f"engine '{engine_name}' cannot run on '{report.device_type}' "
+                            f"here: {engine_report.reason}")
         return report
 
     @pytest.fixture(scope="class")
@@ -171,7 +198,7 @@ class BackendConformance:
         from mlcls.pipeline import create_pipeline
 
         with create_pipeline("multi_label_image_classification", device="cpu",
-                             model_dir=model_dir) as pipe:
+                             engine=REFERENCE_ENGINE, model_dir=model_dir) as pipe:
             return list(pipe.predict([str(p) for p in images]))
 
     def _device(self, kind: str, ids: tuple[int, ...] = (0,)) -> str:
@@ -179,21 +206,29 @@ class BackendConformance:
 
     # -- checks -----------------------------------------------------------------------------
 
-    def test_type_is_registered_by_a_loaded_plugin(self, kind: str) -> None:
+    def test_type_and_engine_are_registered_by_loaded_plugins(self, kind: str,
+                                                               engine_name: str) -> None:
+        from mlcls.plugin import DeviceBackend, Engine
         from mlcls.plugins import get_state
 
         state = get_state()
         assert kind in known_types(), f"'{kind}' is not a known device type"
-        info = state.device_types.get(kind)
-        assert info is not None, f"no loaded plugin registers '{kind}'"
-        record = next(r for r in state.records if r.name == info.plugin)
-        assert record.status == "loaded", record.error
-        for hook in ("probe_device", "create_predictor"):
-            assert hook in record.hooks, f"plugin '{record.name}' does not implement {hook}"
+        backend = state.backends.get(kind)
+        assert isinstance(backend, DeviceBackend), f"no loaded plugin registers '{kind}'"
+        owners = [state.backend_plugin[kind]]
+        if engine_name != "auto":
+            assert engine_name in known_engines(), f"no loaded plugin registers engine " \
+                                                   f"'{engine_name}'"
+            assert isinstance(state.engines[engine_name], Engine)
+            owners.append(state.engine_plugin[engine_name])
+        for owner in owners:
+            record = state.record(owner)
+            assert record is not None and record.status == "loaded", record
+            assert not record.faults, f"plugin '{owner}' has faults: {record.faults}"
 
     def test_registration_imports_no_framework(self, kind: str) -> None:
         code = ("import json, sys\nfrom mlcls.plugins import get_state\n"
-                f"assert {kind!r} in get_state().device_types\n"
+                f"assert {kind!r} in get_state().backends\n"
                 f"print(json.dumps([m for m in {list(self.forbidden_imports)!r} "
                 "if m in sys.modules]))\n")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -215,12 +250,24 @@ class BackendConformance:
             assert report.fix.strip(), "an unavailable type must say what to do"
         json.dumps(report.as_dict())
 
-    def test_outputs_match_the_cpu_backend(self, kind, available, model_dir, images,
-                                           cpu_results) -> None:
+    def test_engine_probe_report_shape(self, kind: str, report: ProbeReport,
+                                       engine_name: str) -> None:
+        if not report.available:
+            pytest.skip(f"'{kind}' is unavailable here: {report.reason}")
+        names = known_engines() if engine_name == "auto" else [engine_name]
+        for name in names:
+            er = probe_engine(name, kind)
+            assert isinstance(er, ProbeReport) and isinstance(er.available, bool), name
+            if not er.available:
+                assert er.reason.strip(), f"engine '{name}' must say why it cannot run"
+            json.dumps(er.as_dict())
+
+    def test_outputs_match_the_cpu_reference(self, kind, available, engine_name, model_dir,
+                                             images, cpu_results) -> None:
         from mlcls.pipeline import create_pipeline
 
         with create_pipeline("multi_label_image_classification", device=self._device(kind),
-                             model_dir=model_dir) as pipe:
+                             engine=engine_name, model_dir=model_dir) as pipe:
             got = list(pipe.predict([str(p) for p in images]))
         assert [r["input_path"] for r in got] == [r["input_path"] for r in cpu_results]
         for mine, ref in zip(got, cpu_results):
@@ -229,25 +276,29 @@ class BackendConformance:
             for cls, score in b.items():
                 assert abs(a[cls] - score) <= self.atol, (mine["input_path"], cls, a[cls], score)
 
-    def test_placement_is_read_back_per_id(self, kind, available, model_dir, images) -> None:
+    def test_placement_is_read_back_per_id(self, kind, available, engine_name, model_dir,
+                                           images) -> None:
         from mlcls.pipeline import create_pipeline
 
         device = self._device(kind)
         with create_pipeline("multi_label_image_classification", device=device,
-                             model_dir=model_dir) as pipe:
+                             engine=engine_name, model_dir=model_dir) as pipe:
             assert [p.device for p in pipe.placements] == [device]
+            used = pipe.engine_name
+            assert [p.engine for p in pipe.placements] == [used]
+            assert engine_name in ("auto", used)
             results = list(pipe.predict(str(images[0])))
-        assert results[0]["device"] == device
+        assert results[0]["device"] == device and results[0]["engine"] == used
 
-    def test_every_id_gets_work_and_order_is_kept(self, kind, available, model_dir,
-                                                  images) -> None:
+    def test_every_id_gets_work_and_order_is_kept(self, kind, available, engine_name,
+                                                  model_dir, images) -> None:
         if not self.has_ids or available.count < 2:
             pytest.skip("needs a type with ids and at least two devices")
         from mlcls.pipeline import create_pipeline
 
         device = self._device(kind, (1, 0))
         with create_pipeline("multi_label_image_classification", device=device,
-                             model_dir=model_dir, batch_size=1) as pipe:
+                             engine=engine_name, model_dir=model_dir, batch_size=1) as pipe:
             assert [p.device for p in pipe.placements] == [f"{kind}:1", f"{kind}:0"]
             results = list(pipe.predict([str(p) for p in images]))
         assert [r["input_path"] for r in results] == [str(p) for p in images]

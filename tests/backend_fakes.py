@@ -179,3 +179,29 @@ def recording_config(calls: Calls, *, custom_readback: bool = False):
 
         return ReadBackConfig
     return RecordingConfig
+
+
+def fake_gpus(monkeypatch, count: int = 2, driver: str = "580.159.04") -> None:
+    """Make the gpu backend's hardware listing (nvidia-smi) report ``count`` GPUs."""
+    from mlcls.backends import nvidia
+
+    gpus = [nvidia.Gpu(i, "NVIDIA H100 80GB HBM3", f"GPU-{i:08d}", 81559, driver)
+            for i in range(count)]
+    monkeypatch.setattr(nvidia, "list_gpus", lambda: list(gpus))
+
+
+def fake_nodes(monkeypatch, pattern_part: str, count: int = 2) -> None:
+    """Make the driver's device nodes whose pattern contains ``pattern_part`` (``davinci``,
+    ``xpu``, ``cambricon``) number ``count``; other patterns see the real /dev."""
+    from mlcls.backends import hardware
+
+    real = hardware.node_indices
+    monkeypatch.setattr(hardware, "node_indices", lambda pattern: list(range(count))
+                        if pattern_part in pattern else real(pattern))
+
+
+def paddle_predictor(device, device_id, model, options):
+    """The paddle engine's predictor, as the pipeline asks for it."""
+    from mlcls.backends.paddle_engine import PaddleEngine
+
+    return PaddleEngine().create_predictor(model, device, device_id, options)

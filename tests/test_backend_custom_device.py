@@ -1,7 +1,7 @@
-"""The npu and mlu backends (Paddle CustomDevice plugins): plugin detection through real installed
-metadata, version pairing, the probe against faked framework answers, the environment set before
-Paddle loads, the exact Config calls, and the guard that keeps an unregistered type from aborting
-the process."""
+"""The npu and mlu backends (device nodes after the mask) and the paddle engine on them (Paddle
+CustomDevice plugins): plugin detection through real installed metadata, version pairing, the
+engine's probe against faked framework answers, the environment set before Paddle loads, the
+exact Config calls, and the guard that keeps an unregistered type from aborting the process."""
 
 from __future__ import annotations
 
@@ -14,13 +14,22 @@ import paddle.inference
 import pytest
 import yaml
 
-from backend_fakes import Calls, fake_paddle, install_metadata, recording_config, use_framework
-from mlcls.backends import cpu, framework_probe, mlu, npu
+from backend_fakes import (
+    Calls,
+    fake_nodes,
+    fake_paddle,
+    install_metadata,
+    paddle_predictor,
+    recording_config,
+    use_framework,
+)
+from mlcls.backends import framework_probe, mlu, npu
+from mlcls.backends.custom_device import CustomDeviceBackend
+from mlcls.backends.paddle_engine import PaddleEngine
 from mlcls.catalogue import load_catalogue
-from mlcls.devices import Device, resolve_device
+from mlcls.devices import Device, apply_environment, environment_for, resolve_device
 from mlcls.errors import DeviceError
 from mlcls.model import load_model_dir
-from mlcls.plugins import get_plugin_manager
 
 BACKENDS = {"npu": npu, "mlu": mlu}
 
@@ -42,7 +51,7 @@ def _no_framework(monkeypatch):
 def test_missing_plugin_is_reported_without_asking_the_framework(kind, monkeypatch):
     _no_framework(monkeypatch)
     spec = BACKENDS[kind].SPEC
-    report = BACKENDS[kind].plugin.probe_device(device_type=kind)
+    report = PaddleEngine().probe(kind)
     assert not report.available
     assert report.reason == f"the {spec.distribution} plugin is not installed"
     assert spec.distribution in report.fix and spec.toolkit in report.fix
@@ -56,7 +65,7 @@ def test_loaded_plugin_counts_devices(kind, tmp_path, monkeypatch):
     fake = fake_paddle(custom_types=(kind, "other"),
                        custom_devices=(f"{kind}:0", "other:0", f"{kind}:1"))
     use_framework(monkeypatch, fake)
-    report = BACKENDS[kind].plugin.probe_device(device_type=kind)
+    report = PaddleEngine().probe(kind)
     assert report.available and report.count == 2
     assert report.versions[spec.distribution] == paired
     assert report.notes == []
@@ -67,7 +76,7 @@ def test_loaded_plugin_counts_devices(kind, tmp_path, monkeypatch):
 def test_version_skew_is_the_reason_when_paddle_does_not_load_the_plugin(tmp_path, monkeypatch):
     install_metadata(tmp_path, monkeypatch, "paddle-custom-npu", "2.6.0")
     use_framework(monkeypatch, fake_paddle(custom_types=()))
-    report = npu.plugin.probe_device(device_type="npu")
+    report = PaddleEngine().probe("npu")
     assert not report.available
     assert "installed but Paddle did not load it" in report.reason
     assert (f"paddle-custom-npu 2.6.0 is built for paddlepaddle 2.6.x but paddlepaddle "
@@ -78,7 +87,7 @@ def test_version_skew_is_the_reason_when_paddle_does_not_load_the_plugin(tmp_pat
 def test_version_skew_is_a_note_when_the_plugin_still_works(tmp_path, monkeypatch):
     install_metadata(tmp_path, monkeypatch, "paddle-custom-mlu", "2.6.0")
     use_framework(monkeypatch, fake_paddle(custom_types=("mlu",), custom_devices=("mlu:0",)))
-    report = mlu.plugin.probe_device(device_type="mlu")
+    report = PaddleEngine().probe("mlu")
     assert report.available and report.count == 1
     assert len(report.notes) == 1 and "built for paddlepaddle 2.6.x" in report.notes[0]
 
@@ -87,7 +96,7 @@ def test_mask_hiding_every_npu(tmp_path, monkeypatch):
     install_metadata(tmp_path, monkeypatch, "paddle-custom-npu", paddle.__version__)
     use_framework(monkeypatch, fake_paddle(custom_types=("npu",), custom_devices=()))
     monkeypatch.setenv("ASCEND_RT_VISIBLE_DEVICES", "")
-    report = npu.plugin.probe_device(device_type="npu")
+    report = PaddleEngine().probe("npu")
     assert not report.available and "ASCEND_RT_VISIBLE_DEVICES=''" in report.reason
 
 
@@ -101,7 +110,7 @@ def test_prepare_environment_sets_devices_yaml_env_and_keeps_the_users(kind, mon
         monkeypatch.delenv(key, raising=False)
     mine = next(iter(wanted))
     monkeypatch.setenv(mine, "set-by-user")
-    get_plugin_manager().hook.prepare_environment(device=Device(kind, (0,)), options={})
+    apply_environment(environment_for(kind, "paddle", {}, {}))
     for key, value in wanted.items():
         assert os.environ[key] == ("set-by-user" if key == mine else value)
 
@@ -110,8 +119,7 @@ def test_unregistered_custom_type_is_an_error_not_an_abort(tiny_model):
     # The real CPU build has no npu plugin; asking Paddle Inference for one would abort.
     model = load_model_dir(tiny_model)
     with pytest.raises(DeviceError, match=r"npu:0.*no CustomDevice plugin registered 'npu'"):
-        npu.plugin.create_predictor(device=Device("npu", (0,)), device_id=0, model=model,
-                                    options={})
+        paddle_predictor(Device("npu", (0,)), 0, model, {})
 
 
 @pytest.mark.parametrize("readback", [False, True])
@@ -121,20 +129,37 @@ def test_create_predictor_calls_and_placement(readback, tiny_model, monkeypatch)
                         recording_config(calls, custom_readback=readback))
     monkeypatch.setattr(paddle.device, "get_all_custom_device_type", lambda: ["mlu"])
     model = load_model_dir(tiny_model)
-    pred = mlu.plugin.create_predictor(device=Device("mlu", (1,)), device_id=1, model=model,
-                                options={"precision": "fp16"})
+    pred = paddle_predictor(Device("mlu", (1,)), 1, model, {"precision": "fp16"})
     assert calls == [("enable_custom_device", ("mlu", 1, paddle.inference.PrecisionType.Half))]
     placement = pred.placement()
     assert placement.device == "mlu:1"
     assert ("no read-back" in placement.detail) != readback
     batch = np.random.default_rng(3).random((2, 3, 32, 32), dtype=np.float32)
-    ref = cpu.create_predictor(device=Device("cpu"), device_id=None, model=model,
-                               options={"threads": 1, "mkldnn": False})
+    ref = paddle_predictor(Device("cpu"), None, model, {"threads": 1, "mkldnn": False})
     np.testing.assert_allclose(pred.run(batch), ref.run(batch), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["npu", "mlu"])
+def test_hardware_probe_counts_nodes_after_the_mask(kind, monkeypatch):
+    spec = BACKENDS[kind].SPEC
+    backend = CustomDeviceBackend(spec, "test")
+    monkeypatch.delenv(spec.visible_env, raising=False)
+    report = backend.probe()
+    assert not report.available and f"no {spec.vendor} {kind.upper()} device found" in \
+        report.reason
+    fake_nodes(monkeypatch, spec.nodes.split("/")[-1][:5], 4)
+    assert backend.probe().count == 4
+    monkeypatch.setenv(spec.visible_env, "3")
+    assert backend.probe().count == 1
+    monkeypatch.setenv(spec.visible_env, "")
+    report = backend.probe()
+    assert not report.available and f"{spec.visible_env}=''" in report.reason
 
 
 def test_resolution_strict_and_fallback_use_the_probe_reason(monkeypatch):
     monkeypatch.delenv("MLCLS_FALLBACK", raising=False)
+    fake_nodes(monkeypatch, "davinci", 1)
+    fake_nodes(monkeypatch, "cambricon", 1)
     with pytest.raises(DeviceError, match="paddle-custom-npu plugin is not installed"):
         resolve_device("ascend:0")
     res = resolve_device("cambricon", fallback=True)
@@ -148,8 +173,8 @@ def test_cann_version_is_read_from_the_toolkit_install_file(tmp_path, monkeypatc
     info.parent.mkdir(parents=True)
     info.write_text("package_name=Ascend-cann-toolkit\nversion=8.0.RC3\ninnerversion=V1\n")
     monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(home))
-    _no_framework(monkeypatch)  # no plugin installed: answered without Paddle
-    report = npu.plugin.probe_device(device_type="npu")
-    assert report.versions["cann"] == "8.0.RC3"
+    _no_framework(monkeypatch)  # the hardware probe never asks Paddle
+    backend = CustomDeviceBackend(npu.SPEC, "test")
+    assert backend.probe().versions["cann"] == "8.0.RC3"
     monkeypatch.delenv("ASCEND_TOOLKIT_HOME")
-    assert "cann" not in npu.plugin.probe_device(device_type="npu").versions
+    assert "cann" not in backend.probe().versions

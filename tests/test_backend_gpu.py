@@ -1,6 +1,7 @@
-"""The gpu backend, on a machine without a GPU: nvidia-smi parsing against real captures, the
-probe against a faked CUDA build, the exact Config calls, and the real CPU build's silent CPU
-run turned into an error or a recorded fallback."""
+"""The gpu backend and the paddle engine on gpu, on a machine without a GPU: nvidia-smi parsing
+against real captures, the hardware probe, the engine's probe against a faked CUDA build, the
+exact Config calls, and the real CPU build's silent CPU run turned into an error or a recorded
+fallback."""
 
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ import yaml
 from backend_fakes import (
     GPU_PROBE,
     Calls,
+    fake_gpus,
     fake_paddle,
     install_fake_smi,
     install_metadata,
+    paddle_predictor,
     recording_config,
     use_framework,
 )
 from mlcls import create_pipeline
-from mlcls.backends import cpu, framework_probe, gpu, nvidia
+from mlcls.backends import framework_probe, gpu, nvidia
+from mlcls.backends.paddle_engine import probe_gpu
 from mlcls.catalogue import load_catalogue
 from mlcls.devices import Device, resolve_device
 from mlcls.errors import DeviceError, UsageError
@@ -73,7 +77,7 @@ def test_visible_mask_is_applied_as_cuda_applies_it():
 def test_probe_on_a_cuda_build_counts_gpus_and_reports_versions(monkeypatch):
     fake = fake_paddle(cuda=True, cuda_count=2)
     use_framework(monkeypatch, fake)
-    report = gpu.probe()
+    report = probe_gpu()
     assert report.available and report.count == 2
     assert report.versions["paddlepaddle"] == "3.3.1"
     assert report.versions["cuda"] == "12.6" and report.versions["cudnn"] == "9.5.1"
@@ -85,7 +89,7 @@ def test_probe_on_a_cuda_build_counts_gpus_and_reports_versions(monkeypatch):
 def test_probe_names_the_mask_that_hides_every_gpu(monkeypatch):
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=0))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    report = gpu.probe()
+    report = probe_gpu()
     assert not report.available
     assert "CUDA_VISIBLE_DEVICES=''" in report.reason
     assert "CUDA_VISIBLE_DEVICES" in report.fix
@@ -94,7 +98,7 @@ def test_probe_names_the_mask_that_hides_every_gpu(monkeypatch):
 @needs_capture
 def test_probe_on_the_real_cpu_build_names_the_gpu_and_what_to_install(tmp_path, monkeypatch):
     install_fake_smi(tmp_path, monkeypatch)  # the hardware; Paddle is the real CPU build
-    report = gpu.probe()
+    report = probe_gpu()
     nvml = json.loads((GPU_PROBE / "nvml.json").read_text())
     assert not report.available
     assert "CPU build" in report.reason
@@ -109,17 +113,17 @@ def test_probe_on_the_real_cpu_build_names_the_gpu_and_what_to_install(tmp_path,
 def test_masked_gpus_are_still_named_when_the_build_is_the_problem(tmp_path, monkeypatch):
     install_fake_smi(tmp_path, monkeypatch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    report = gpu.probe()
+    report = probe_gpu()
     assert "CPU build" in report.reason and "H100" in report.reason
     assert "H100" in report.details[0]["name"]  # the hardware found, masked or not
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=0))
-    assert "CUDA_VISIBLE_DEVICES=''" in gpu.probe().reason
+    assert "CUDA_VISIBLE_DEVICES=''" in probe_gpu().reason
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # the mask is not the cause here
-    report = gpu.probe()
+    report = probe_gpu()
     assert "CUDA finds no GPU although nvidia-smi lists 1" in report.reason
     assert "supports CUDA up to" not in report.reason  # a 12.6 build suits a 13.0 driver
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=0, cuda_version="13.1"))
-    report = gpu.probe()
+    report = probe_gpu()
     assert ("paddlepaddle-gpu is built for CUDA 13.1 but driver 580.159.04 supports CUDA up "
             "to 13.0") in report.reason
     assert report.fix.startswith("upgrade the NVIDIA driver")
@@ -127,10 +131,28 @@ def test_masked_gpus_are_still_named_when_the_build_is_the_problem(tmp_path, mon
 
 def test_probe_without_gpu_or_driver(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
-    report = gpu.probe()
+    monkeypatch.setattr(gpu, "PROC_GPUS", str(tmp_path / "none" / "*"))
+    report = gpu.probe()  # the hardware
+    assert not report.available
+    assert "no NVIDIA GPU found" in report.reason and "nvidia-smi is not on PATH" in \
+        report.reason
+    report = probe_gpu()  # the engine
     assert not report.available
     assert "no NVIDIA GPU was found" in report.reason and "nvidia-smi is not on PATH" in \
         report.reason
+
+
+def test_hardware_probe_counts_after_the_mask(monkeypatch):
+    fake_gpus(monkeypatch, 3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    report = gpu.probe()
+    assert report.available and report.count == 3 and report.versions["driver"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    report = gpu.probe()
+    assert report.count == 2 and [d["index"] for d in report.details] == [2, 0]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    report = gpu.probe()
+    assert not report.available and "CUDA_VISIBLE_DEVICES=''" in report.reason
 
 
 def _copy_model(src, dst, hpi_shapes=None):
@@ -143,8 +165,7 @@ def _copy_model(src, dst, hpi_shapes=None):
 
 
 def _cpu_scores(model, batch):
-    pred = cpu.create_predictor(device=Device("cpu"), device_id=None, model=model,
-                                options={"threads": 1, "mkldnn": False})
+    pred = paddle_predictor(Device("cpu"), None, model, {"threads": 1, "mkldnn": False})
     return pred.run(batch)
 
 
@@ -152,8 +173,7 @@ def test_create_predictor_makes_the_cuda_calls_and_reads_back_the_id(tiny_model,
     calls = Calls()
     monkeypatch.setattr(paddle.inference, "Config", recording_config(calls))
     model = load_model_dir(tiny_model)
-    pred = gpu.create_predictor(device=Device("gpu", (1,)), device_id=1, model=model,
-                                options={"memory_pool_mb": 300})
+    pred = paddle_predictor(Device("gpu", (1,)), 1, model, {"memory_pool_mb": 300})
     assert calls == [("enable_use_gpu", (300, 1, paddle.inference.PrecisionType.Float32))]
     placement = pred.placement()
     assert placement.device == "gpu:1" and "300 MB" in placement.detail
@@ -167,7 +187,7 @@ def test_tensorrt_fp16_with_dynamic_shapes_from_inference_yml(tiny_model, tmp_pa
     model = _copy_model(tiny_model, tmp_path / "m", hpi_shapes=shapes)
     calls = Calls()
     monkeypatch.setattr(paddle.inference, "Config", recording_config(calls))
-    pred = gpu.create_predictor(device=Device("gpu", (0,)), device_id=0, model=model, options={
+    pred = paddle_predictor(Device("gpu", (0,)), 0, model, {
         "tensorrt": True, "precision": "fp16", "trt_max_batch_size": 8,
         "trt_workspace_mb": 256})
     half = paddle.inference.PrecisionType.Half
@@ -187,11 +207,9 @@ def test_bad_gpu_options_are_usage_errors(tiny_model, monkeypatch):
     monkeypatch.setattr(paddle.inference, "Config", recording_config(Calls()))
     model = load_model_dir(tiny_model)
     with pytest.raises(UsageError, match="fp16 needs tensorrt"):
-        gpu.create_predictor(device=Device("gpu"), device_id=0, model=model,
-                             options={"precision": "fp16"})
+        paddle_predictor(Device("gpu"), 0, model, {"precision": "fp16"})
     with pytest.raises(UsageError, match="precision='int3'"):
-        gpu.create_predictor(device=Device("gpu"), device_id=0, model=model,
-                             options={"precision": "int3"})
+        paddle_predictor(Device("gpu"), 0, model, {"precision": "int3"})
 
 
 def test_silent_cpu_run_of_a_cpu_build_is_an_error_or_a_recorded_fallback(
@@ -199,10 +217,11 @@ def test_silent_cpu_run_of_a_cpu_build_is_an_error_or_a_recorded_fallback(
     # Only the probe is faked (it claims a CUDA build); Paddle and its Config are real, so
     # enable_use_gpu really is ignored by this CPU build.
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=1))
+    fake_gpus(monkeypatch, 1)
     monkeypatch.delenv("MLCLS_FALLBACK", raising=False)
     assert resolve_device("gpu:0").device == Device("gpu", (0,))
-    with pytest.raises(DeviceError, match=r"engine runs on cpu although gpu:0 was asked.*CPU "
-                                          r"build.*--fallback"):
+    with pytest.raises(DeviceError, match=r"engine 'paddle' runs on cpu although gpu:0 was "
+                                          r"asked.*CPU build.*--fallback"):
         create_pipeline("multi_label_image_classification", device="gpu:0",
                         model_dir=tiny_model)
     with caplog.at_level(logging.WARNING):
@@ -218,6 +237,7 @@ def test_silent_cpu_run_of_a_cpu_build_is_an_error_or_a_recorded_fallback(
 
 def test_unavailable_gpu_is_strict_by_default_and_falls_back_when_asked(monkeypatch, caplog):
     use_framework(monkeypatch, fake_paddle(cuda=False))
+    fake_gpus(monkeypatch, 1)  # the hardware is there; the engine cannot use it
     monkeypatch.delenv("MLCLS_FALLBACK", raising=False)
     with pytest.raises(DeviceError, match="not a|CPU build") as info:
         resolve_device("cuda:0")
@@ -231,6 +251,7 @@ def test_unavailable_gpu_is_strict_by_default_and_falls_back_when_asked(monkeypa
 
 def test_auto_prefers_an_available_gpu(tiny_model, image_dir, monkeypatch):
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=2))
+    fake_gpus(monkeypatch, 2)
     res = resolve_device("auto")
     assert res.device == Device("gpu") and res.fallback_reason is None
     calls = Calls()
@@ -243,13 +264,13 @@ def test_auto_prefers_an_available_gpu(tiny_model, image_dir, monkeypatch):
 
 def test_two_framework_builds_installed_together_are_named(tmp_path, monkeypatch):
     install_metadata(tmp_path, monkeypatch, "paddlepaddle-gpu", "3.3.1")
-    report = gpu.probe()  # the real CPU build is what imports as `paddle`
+    report = probe_gpu()  # the real CPU build is what imports as `paddle`
     assert not report.available
     assert "paddlepaddle-gpu 3.3.1" in report.reason
     assert f"paddlepaddle {paddle.__version__}" in report.reason
     assert "installed together" in report.reason
     use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=1))
-    report = gpu.probe()
+    report = probe_gpu()
     assert report.available and any("installed together" in n for n in report.notes)
 
 
@@ -260,15 +281,22 @@ def test_devices_yaml_can_refuse_a_precision_for_a_model(tiny_model, tmp_path, m
     catalogue.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("MLCLS_DEVICES_YAML", str(catalogue))
     monkeypatch.delenv("MLCLS_IGNORE_CAPABILITY", raising=False)
+    monkeypatch.setenv("MLCLS_FALLBACK", "1")  # the CPU build's silent CPU run is accepted
+    use_framework(monkeypatch, fake_paddle(cuda=True, cuda_count=1))
+    fake_gpus(monkeypatch, 1)
     calls = Calls()
     monkeypatch.setattr(paddle.inference, "Config", recording_config(calls))
-    model = load_model_dir(tiny_model)
     fp16 = {"tensorrt": True, "precision": "fp16", "trt_cache_dir": str(tmp_path / "trt")}
+
+    def build(options):
+        create_pipeline("multi_label_image_classification", device="gpu:0",
+                        model_dir=tiny_model, device_options=options).close()
+
     with pytest.raises(DeviceError, match=r"model 'TinyNet_ML' may not run in fp16 on 'gpu'.*"
                                           r"TinyNet_\*: \[fp32\]"):
-        gpu.create_predictor(device=Device("gpu"), device_id=0, model=model, options=fp16)
+        build(fp16)
     assert calls == []
-    gpu.create_predictor(device=Device("gpu"), device_id=0, model=model, options={})
+    build({})
     monkeypatch.setenv("MLCLS_IGNORE_CAPABILITY", "1")
-    gpu.create_predictor(device=Device("gpu"), device_id=0, model=model, options=fp16)
+    build(fp16)
     assert calls.names().count("enable_use_gpu") == 2

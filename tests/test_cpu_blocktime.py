@@ -1,5 +1,6 @@
-"""The CPU backend tells Paddle's OpenMP runtime how long idle threads spin, before Paddle
-starts it: from devices.yaml's ``omp_blocktime_ms``, unless the environment already says."""
+"""On the CPU the paddle engine tells Paddle's OpenMP runtime how long idle threads spin, before
+Paddle starts it: from devices.yaml's ``engines.paddle.options.cpu.omp_blocktime_ms``, unless
+the environment already says."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def _build(model_dir, **device_options):
 
 
 def test_the_catalogue_value_reaches_the_environment(tiny_model, no_blocktime):
-    configured = load_catalogue().entry("cpu").options.get("omp_blocktime_ms")
-    assert configured is not None, "devices.yaml's cpu options should set omp_blocktime_ms"
+    configured = load_catalogue().options_for("paddle", "cpu").get("omp_blocktime_ms")
+    assert configured is not None, "devices.yaml should set omp_blocktime_ms for paddle on cpu"
     _build(tiny_model)
     assert os.environ["KMP_BLOCKTIME"] == str(int(configured))
 

@@ -13,9 +13,10 @@ import yaml
 
 from mlcls import create_pipeline, hookimpl, plugins
 from mlcls.catalogue import load_catalogue
-from mlcls.devices import AUTO, Device, DeviceTypeInfo, ProbeReport, parse_device, resolve_device
+from mlcls.devices import AUTO, parse_device, resolve_device
 from mlcls.errors import DeviceError, DeviceSpecError
 from mlcls.model import load_model_dir
+from mlcls.plugin import Device, DeviceBackend, ProbeReport
 
 SHIPPED = yaml.safe_load(Path(load_catalogue().source).read_text())
 
@@ -41,20 +42,21 @@ def fake_accelerator():
     """A plugin type devices.yaml does not list, with its own alias and fallback chain."""
     module = types.ModuleType("fakeacc_plugin")
 
-    @hookimpl
-    def register_device_types(register):
-        register(DeviceTypeInfo("FakeAcc", "test accelerator", aliases=("FA",),
-                                fallback=("cpu",)))
+    class FakeAcc(DeviceBackend):
+        name = "FakeAcc"
+        description = "test accelerator"
+        aliases = ("FA",)
+        fallback = ("cpu",)
+
+        def probe(self):
+            return ProbeReport("fakeacc", False, reason="the fake card is unplugged",
+                               fix="plug it in")
 
     @hookimpl
-    def probe_device(device_type):
-        if device_type != "fakeacc":
-            return None
-        return ProbeReport("fakeacc", False, reason="the fake card is unplugged",
-                           fix="plug it in")
+    def register_device_backends(register):
+        register(FakeAcc())
 
-    module.register_device_types = register_device_types
-    module.probe_device = probe_device
+    module.register_device_backends = register_device_backends
     record = plugins.register_module(module, name="fakeacc")
     assert record.status == "loaded", record.error
     yield
@@ -118,7 +120,7 @@ def test_auto_takes_the_first_available_type_without_a_warning(caplog):
 def test_auto_follows_the_catalogue_priority(tmp_path, monkeypatch):
     write_catalogue(tmp_path, monkeypatch, priority=["mlu"])
     with pytest.raises(DeviceError, match="no device type in devices.yaml's priority list.*"
-                                          "paddle-custom-mlu"):
+                                          "no Cambricon MLU device found"):
         resolve_device("auto")
 
 
@@ -153,7 +155,7 @@ def test_fallback_event_reaches_plugins():
     finally:
         pm.unregister(listener)
     assert len(events) == 1 and events[0][:2] == ("xpu:1", "cpu")
-    assert "not an XPU build" in events[0][2]
+    assert "no Kunlunxin XPU device found" in events[0][2]
 
 
 def test_capability_deny_allow_and_override(tiny_model, tmp_path, monkeypatch):
@@ -187,18 +189,17 @@ def test_several_cpu_engines_share_the_work_in_input_order(tiny_model, image_dir
 
 
 ORDER_SCRIPT = """
-import sys, types
-from mlcls import create_pipeline, hookimpl, plugins
+import sys
+from mlcls import create_pipeline, plugins
 
 seen = []
-
-@hookimpl
-def prepare_environment(device, options):
-    seen.append((str(device), "paddle" in sys.modules))
-
-module = types.ModuleType("envcheck")
-module.prepare_environment = prepare_environment
-plugins.register_module(module, name="envcheck")
+backend, _ = plugins.backend("cpu")
+engine, _ = plugins.engine("paddle")
+# wrap the owners' environment calls to see when they are asked
+backend.environment = lambda options, real=backend.environment: (
+    seen.append(("cpu", "paddle" in sys.modules)) or real(options))
+engine.environment = lambda kind, options, real=engine.environment: (
+    seen.append(("paddle", "paddle" in sys.modules)) or real(kind, options))
 create_pipeline("multi_label_image_classification", device=sys.argv[2], model_dir=sys.argv[1])
 print(seen)
 """
@@ -212,25 +213,30 @@ def test_environment_is_prepared_before_paddle_is_imported(tiny_model):
     done = subprocess.run([sys.executable, "-c", ORDER_SCRIPT, str(tiny_model), "auto"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[('cpu', False)]"
+    assert done.stdout.strip().splitlines()[-1] == "[('cpu', False), ('paddle', False)]"
 
 
 def test_a_broken_probe_is_reported_not_raised():
     module = types.ModuleType("badprobe")
 
-    @hookimpl
-    def register_device_types(register):
-        register(DeviceTypeInfo("crashy"))
-        register(DeviceTypeInfo("sloppy"))
+    class Crashy(DeviceBackend):
+        name = "crashy"
 
-    @hookimpl
-    def probe_device(device_type):
-        if device_type == "crashy":
+        def probe(self):
             raise OSError("driver ioctl failed")
-        return {"available": True} if device_type == "sloppy" else None
 
-    module.register_device_types = register_device_types
-    module.probe_device = probe_device
+    class Sloppy(DeviceBackend):
+        name = "sloppy"
+
+        def probe(self):
+            return {"available": True}
+
+    @hookimpl
+    def register_device_backends(register):
+        register(Crashy())
+        register(Sloppy())
+
+    module.register_device_backends = register_device_backends
     plugins.register_module(module, name="badprobe")
     try:
         from mlcls.cli_devices import collect
@@ -239,6 +245,8 @@ def test_a_broken_probe_is_reported_not_raised():
     finally:
         plugins.reset()
     assert not rows["crashy"]["available"]
-    assert "OSError: driver ioctl failed" in rows["crashy"]["reason"]
+    assert ("plugin 'badprobe': probe of device type 'crashy' raised OSError: driver ioctl "
+            "failed") in rows["crashy"]["reason"]
     assert not rows["sloppy"]["available"] and "returned a dict" in rows["sloppy"]["reason"]
+    assert "badprobe" in rows["sloppy"]["reason"]
     assert rows["cpu"]["available"]

@@ -78,14 +78,29 @@ def test_child_probe_gives_up_on_a_hang(tmp_path):
     assert facts.error and "did not finish within 2 s" in facts.error
 
 
+def _simple_smi(tmp_path, env: dict[str, str]) -> dict[str, str]:
+    """An ``nvidia-smi`` on PATH that lists one GPU: the hardware is there, so the paddle
+    engine is asked about it."""
+    bin_dir = tmp_path / "smi-bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'index, name, uuid, memory.total [MiB], driver_version'\n"
+                   "echo '0, Test GPU, GPU-0001, 1024 MiB, 550.1'\n")
+    smi.chmod(0o755)
+    return dict(env, PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+
+
 def test_devices_command_survives_a_crashing_vendor_runtime(tmp_path):
     env = _broken_paddle(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    env = _simple_smi(tmp_path, env)
     done = _run(["devices", "--json"], env=env)
     assert done.returncode == 0, done.stderr
     rows = {r["type"]: r for r in json.loads(done.stdout)["types"]}
     assert rows["cpu"]["available"]
-    for kind in ("gpu", "xpu"):
-        assert not rows[kind]["available"] and "SIGSEGV" in rows[kind]["reason"]
+    assert rows["gpu"]["available"]  # the hardware; Paddle's crash is the engine's answer
+    paddle_on_gpu = rows["gpu"]["engines"][0]
+    assert paddle_on_gpu["engine"] == "paddle" and not paddle_on_gpu["available"]
+    assert "SIGSEGV" in paddle_on_gpu["reason"]
     text = _run(["devices"], env=env)
     assert text.returncode == 0 and "SIGSEGV" in text.stdout
 
@@ -100,17 +115,20 @@ def test_devices_on_a_gpu_machine_with_a_cpu_build(tmp_path, monkeypatch):
     data = json.loads(done.stdout)
     rows = {r["type"]: r for r in data["types"]}
     gpu = rows["gpu"]
-    assert gpu["plugin"] == "gpu" and gpu["available"] is False
+    assert gpu["plugin"] == "gpu" and gpu["available"] is True  # the hardware is there
     assert gpu["details"][0]["name"] == name
     assert gpu["details"][0]["memory_mib"] * 2**20 == nvml["devices"][0]["memory_total"]
     assert gpu["versions"]["driver"] == nvml["driver"]
-    assert "CPU build" in gpu["reason"] and name in gpu["reason"]
-    assert f"paddlepaddle-gpu=={paddle.__version__}" in gpu["fix"]
+    paddle_on_gpu = next(e for e in gpu["engines"] if e["engine"] == "paddle")
+    assert paddle_on_gpu["available"] is False  # but this Paddle build cannot use it
+    assert "CPU build" in paddle_on_gpu["reason"] and name in paddle_on_gpu["reason"]
+    assert f"paddlepaddle-gpu=={paddle.__version__}" in paddle_on_gpu["fix"]
     assert data["priority"][-1] == "cpu" and "cuda" in gpu["aliases"]
     assert gpu["fallback"] == ["cpu"]
     text = _run(["devices"], env=dict(os.environ))
     assert f"found: GPU 0 {name}" in text.stdout
-    assert "fix: replace it with the CUDA build" in text.stdout
+    assert "engine paddle: no, paddlepaddle" in text.stdout
+    assert "(fix: replace it with the CUDA build" in text.stdout
 
 
 def test_devices_lists_every_registered_type_with_its_plugin():

@@ -99,7 +99,9 @@ def test_multi_id_results_in_input_order_each_naming_its_device(sim_site, tiny_m
     for line in trace.read_text().splitlines():
         dev, n = line.split()
         ran[dev] += int(n)
-    assert ran == devices  # the device each result names is the one that ran it
+    # the device each result names is the one that ran it (beyond that, at most the one blank
+    # image the pipeline runs at load to check the label count)
+    assert not devices - ran and sum((ran - devices).values()) <= 1
     saved = {json.loads(p.read_text())["input_path"]: json.loads(p.read_text())["device"]
              for p in out.glob("*_res.json")}
     assert saved == {r["input_path"]: r["device"] for r in results}
@@ -143,7 +145,7 @@ def test_predictor_crash_on_one_id_is_a_clear_error(sim_site, tiny_model, image_
 def test_wrong_placement_is_an_error_or_a_recorded_fallback(sim_site, tiny_model, image_dir):
     done = predict(sim_site, tiny_model, image_dir, "sim:0,1", MLCLS_SIM_FAIL="placement:1")
     assert done.returncode == 1
-    assert "the engine runs on cpu although sim:1 was asked" in done.stderr
+    assert "engine 'sim' runs on cpu although sim:1 was asked" in done.stderr
     done = predict(sim_site, tiny_model, image_dir, "sim:0,1", "--fallback", "--batch_size",
                    "1", MLCLS_SIM_FAIL="placement:1")
     assert done.returncode == 0, done.stderr
@@ -181,4 +183,4 @@ def test_plugin_tests_and_conformance_kit_pass(sim_site):
                           "mlcls.testing"], capture_output=True, text=True, env=env,
                          cwd=sim_site, timeout=600, check=False)
     assert kit.returncode == 0, kit.stdout[-3000:] + kit.stderr[-2000:]
-    assert "7 passed" in kit.stdout.splitlines()[-1], kit.stdout[-2000:]
+    assert "8 passed" in kit.stdout.splitlines()[-1], kit.stdout[-2000:]

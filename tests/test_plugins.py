@@ -41,13 +41,19 @@ def test_builtin_cpu_backend_loads_through_the_entry_point_group():
     cpu = _record("cpu")
     assert cpu.status == "loaded" and cpu.distribution == "mlcls"
     assert cpu.module == "mlcls.backends.cpu"
-    assert "create_predictor" in cpu.hooks and cpu.device_types == ["cpu"]
+    assert cpu.hooks == ["register_device_backends", "register_engines"]
+    assert cpu.device_types == ["cpu"] and cpu.engines == ["paddle"]
 
 
 def test_broken_plugins_are_recorded_and_the_rest_still_work(extra_plugins):
     broken, clash, dummy = _record("broken"), _record("clash"), _record("dummy")
     assert broken.status == "failed" and "libfoo.so not found" in broken.error
-    assert clash.status == "failed" and "already registered by plugin 'cpu'" in clash.error
+    # names the built-ins own are refused, the rest of the plugin is kept
+    assert clash.status == "loaded" and clash.device_types == ["clash2"] and not clash.engines
+    assert any("device type 'cpu' is already registered by plugin 'cpu'; refused" in f
+               for f in clash.faults)
+    assert any("engine 'paddle' is already registered by plugin 'cpu'" in f
+               for f in clash.faults)
     assert dummy.status == "loaded" and dummy.device_types == ["dummy"]
     assert parse_device("DUMMY:1").type == "dummy"
     with pytest.raises(DeviceError, match="no dummy card in this machine.*plug in a dummy"):
@@ -79,6 +85,7 @@ def test_plugins_command_json_and_table(extra_plugins, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:2] == ["name", "status"]
     assert "broken: failed to load: ImportError: vendor SDK libfoo.so not found" in table
+    assert "clash: fault: device type 'cpu' is already registered" in table
 
 
 def test_import_mlcls_survives_a_broken_plugin_and_stays_light():

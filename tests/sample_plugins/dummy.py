@@ -1,17 +1,17 @@
 """A plugin that registers a device type which is never available here."""
 
-from mlcls import hookimpl
-from mlcls.devices import DeviceTypeInfo, ProbeReport
+from mlcls.plugin import DeviceBackend, ProbeReport, hookimpl
+
+
+class Dummy(DeviceBackend):
+    name = "dummy"
+    description = "a device that is never there"
+
+    def probe(self):
+        return ProbeReport("dummy", False, reason="no dummy card in this machine",
+                           fix="plug in a dummy card")
 
 
 @hookimpl
-def register_device_types(register):
-    register(DeviceTypeInfo("dummy", "a device that is never there"))
-
-
-@hookimpl
-def probe_device(device_type):
-    if device_type != "dummy":
-        return None
-    return ProbeReport("dummy", False, reason="no dummy card in this machine",
-                       fix="plug in a dummy card")
+def register_device_backends(register):
+    register(Dummy())

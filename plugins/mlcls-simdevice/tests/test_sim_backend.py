@@ -10,13 +10,13 @@ import sys
 import pytest
 from mlcls_simdevice import backend
 
-from mlcls.devices import Device
-from mlcls.errors import DeviceError
+from mlcls.plugin import DeviceError
 from mlcls.testing import BackendConformance
 
 
 class TestSimConformance(BackendConformance):
     device_type = "sim"
+    engine = "sim"
 
 
 def test_plugin_is_listed():
@@ -25,29 +25,29 @@ def test_plugin_is_listed():
     rows = {r["name"]: r for r in json.loads(done.stdout)}
     assert rows["sim"]["status"] == "loaded"
     assert rows["sim"]["distribution"] == "mlcls-simdevice"
-    assert rows["sim"]["device_types"] == ["sim"]
+    assert rows["sim"]["device_types"] == ["sim"] and rows["sim"]["engines"] == ["sim"]
+    assert not rows["sim"]["faults"]
 
 
 def test_count_and_visible_mask(monkeypatch):
     monkeypatch.setenv(backend.ENV_COUNT, "3")
     monkeypatch.delenv(backend.ENV_FAIL, raising=False)
-    assert backend.probe_device(device_type="sim").count == 3
+    assert backend.probe().count == 3
     monkeypatch.setenv(backend.ENV_VISIBLE, "2,0,9")
-    assert backend.probe_device(device_type="sim").count == 2
+    assert backend.probe().count == 2
     monkeypatch.setenv(backend.ENV_COUNT, "0")
     monkeypatch.delenv(backend.ENV_VISIBLE)
-    report = backend.probe_device(device_type="sim")
+    report = backend.probe()
     assert not report.available and backend.ENV_COUNT in report.fix
 
 
 def test_failure_switches(monkeypatch):
     monkeypatch.setenv(backend.ENV_FAIL, "unavailable")
-    assert "unavailable" in backend.probe_device(device_type="sim").reason
+    assert "unavailable" in backend.probe().reason
     monkeypatch.setenv(backend.ENV_FAIL, "create:1, placement")
     assert backend.failures() == {"create": {1}, "placement": None}
     with pytest.raises(DeviceError, match="sim:1"):
-        backend.create_predictor(device=Device("sim", (1,)), device_id=1, model=None,
-                                 options={})
+        backend.create_predictor(None, 1, {})
     monkeypatch.setenv(backend.ENV_FAIL, "melt")
-    report = backend.probe_device(device_type="sim")
+    report = backend.probe()
     assert not report.available and "unknown failure 'melt'" in report.reason

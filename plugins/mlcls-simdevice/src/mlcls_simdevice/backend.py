@@ -1,7 +1,11 @@
-"""The ``sim`` device type: a pretend accelerator that runs Paddle Inference on the host CPU.
+"""The ``sim`` device type and the ``sim`` engine: a pretend accelerator, and the engine that
+"runs" on it (Paddle Inference on the host CPU, answering as device ``sim:ID``).
 
-It behaves like a vendor backend so that every path of device handling can be exercised on any
-machine. Its hardware is described by environment variables, read each time they matter:
+It behaves like a vendor plugin so that every path of device handling can be exercised on any
+machine, and shows the two objects a plugin registers: a ``DeviceBackend`` (the hardware:
+``probe`` and the visible-device mask) and an ``Engine`` (``probe`` per type, predictor creation,
+placement read-back). Its hardware is described by environment variables, read each time they
+matter:
 
 ``MLCLS_SIM_COUNT``
     How many sim devices exist (default 2). ``0`` means the driver finds none.
@@ -15,22 +19,27 @@ machine. Its hardware is described by environment variables, read each time they
 ``MLCLS_SIM_TRACE``
     A file to which each batch run appends ``sim:ID N`` (which device ran how many images).
 
-To turn this into a real backend, replace ``configure`` with your framework's device call
-(e.g. ``config.enable_custom_device("mytype", device_id)``), ``probe`` with your runtime's
-answers, and ``read_placement`` with what the engine reports after creation.
+To turn this into a real plugin, replace ``SimBackend.probe`` with your driver's answers,
+``configure`` with your framework's device call (e.g. ``config.enable_custom_device("mytype",
+device_id)``), and ``SimPredictor.placement`` with what the engine reports after creation.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mlcls import hookimpl
-from mlcls.devices import Device, DeviceTypeInfo, ProbeReport
-from mlcls.errors import DeviceError
-from mlcls.interfaces import Placement, Predictor
+from mlcls.plugin import (
+    Device,
+    DeviceBackend,
+    DeviceError,
+    Engine,
+    Placement,
+    Predictor,
+    ProbeReport,
+    hookimpl,
+)
 
 from . import __version__
 
@@ -76,17 +85,7 @@ def visible_count() -> int:
     return sum(1 for p in ids if p.isdigit() and int(p) < physical)
 
 
-@hookimpl
-def register_device_types(register: Callable[[DeviceTypeInfo], None]) -> None:
-    # Cheap on purpose: no framework import here, since every mlcls command registers plugins.
-    register(DeviceTypeInfo(TYPE, "Simulated accelerator (runs on the host CPU)",
-                            aliases=("simdevice",), fallback=("cpu",)))
-
-
-@hookimpl
-def probe_device(device_type: str) -> ProbeReport | None:
-    if device_type != TYPE:
-        return None
+def probe() -> ProbeReport:
     versions = {"mlcls-simdevice": __version__, "sim-driver": "1.0"}
     try:
         table = failures()
@@ -102,6 +101,23 @@ def probe_device(device_type: str) -> ProbeReport | None:
         return ProbeReport(TYPE, False, versions=versions, reason="no sim device visible",
                            fix=f"set {ENV_COUNT} above 0, or widen {ENV_VISIBLE}")
     return ProbeReport(TYPE, True, count=count, versions=versions)
+
+
+class SimBackend(DeviceBackend):
+    """The hardware. Cheap to build on purpose: every mlcls command registers plugins."""
+
+    name = TYPE
+    description = "Simulated accelerator (runs on the host CPU)"
+    aliases = ("simdevice",)
+    fallback = ("cpu",)
+    engines = ("sim",)  # what `--engine auto` tries here when devices.yaml gives no list
+    visible_env = ENV_VISIBLE
+
+    def probe(self) -> ProbeReport:
+        return probe()
+
+    def framework_device(self, device_id: int | None) -> str:
+        raise DeviceError("device type 'sim' cannot train: it only simulates inference")
 
 
 class SimPredictor(Predictor):
@@ -129,11 +145,8 @@ class SimPredictor(Predictor):
         self.inner.close()
 
 
-@hookimpl
-def create_predictor(device: Device, device_id: int | None, model: ModelSpec,
-                     options: dict[str, Any]) -> Predictor | None:
-    if device.type != TYPE:
-        return None
+def create_predictor(model: ModelSpec, device_id: int | None,
+                     options: dict[str, Any]) -> Predictor:
     from mlcls.paddle_engine import PaddlePredictor
 
     dev_id = 0 if device_id is None else int(device_id)
@@ -143,9 +156,38 @@ def create_predictor(device: Device, device_id: int | None, model: ModelSpec,
     threads = int(options.get("threads") or 1)
 
     def configure(config) -> None:
-        # A real backend asks for its device here.
+        # A real engine asks for its device here.
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads)
 
     inner = PaddlePredictor(model, configure, lambda config: Placement("cpu"))
     return SimPredictor(inner, dev_id)
+
+
+class SimEngine(Engine):
+    """The engine: runs only on ``sim`` (any other type gets a reason, so `mlcls devices`
+    can show why)."""
+
+    name = "sim"
+    description = "Paddle Inference on the host CPU, answering as sim:ID"
+
+    def probe(self, device_type: str) -> ProbeReport:
+        if device_type != TYPE:
+            return ProbeReport(device_type, False, reason=f"the sim engine runs only on "
+                                                          f"'{TYPE}'")
+        return ProbeReport(TYPE, True, count=visible_count(),
+                           versions={"mlcls-simdevice": __version__})
+
+    def create_predictor(self, model: ModelSpec, device: Device, device_id: int | None,
+                         options: dict[str, Any]) -> Predictor:
+        return create_predictor(model, device_id, options)
+
+
+@hookimpl
+def register_device_backends(register) -> None:
+    register(SimBackend())
+
+
+@hookimpl
+def register_engines(register) -> None:
+    register(SimEngine())
