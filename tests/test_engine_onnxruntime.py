@@ -125,3 +125,59 @@ def test_a_corrupt_onnx_file_names_the_model(tiny_model, tmp_path):
     (model_dir / "inference.onnx").write_bytes(b"\x08\x07 this is not a model")
     with pytest.raises(ModelError, match=f"{model_dir}: ONNX Runtime could not load"):
         OnnxRuntimePredictor(load_model_dir(model_dir), Device("cpu"), None, {})
+
+
+def test_the_demo_model_ships_an_onnx_file_that_matches_its_paddle_files():
+    """The packaged demo model runs on the ONNX engines without a conversion; its ONNX file
+    must stay the same network as its Paddle files (rebuild it when they change:
+    docs/engines.md)."""
+    import paddle.inference as pi
+
+    from mlcls.model_hub import ensure_model
+
+    spec = load_model_dir(ensure_model("mlcls-demo"))
+    assert spec.onnx_file is not None and spec.onnx_file.stat().st_size < 2 << 20
+    batch = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    pred = OnnxRuntimePredictor(spec, Device("cpu"), None, {"threads": 1})
+    assert pred.source.origin == "model directory"
+    got = pred.run(batch)
+    pred.close()
+    config = pi.Config(str(spec.graph_file), str(spec.params_file))
+    config.disable_gpu()
+    paddle_pred = pi.create_predictor(config)
+    handle = paddle_pred.get_input_handle(paddle_pred.get_input_names()[0])
+    handle.reshape(list(batch.shape))
+    handle.copy_from_cpu(batch)
+    paddle_pred.run()
+    want = paddle_pred.get_output_handle(paddle_pred.get_output_names()[0]).copy_to_cpu()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_running_a_model_with_an_onnx_file_never_imports_paddle(tmp_path):
+    """The whole path, in a fresh process: import mlcls, build the pipeline on the demo model
+    (which ships inference.onnx), tag the demo image."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from mlcls import create_pipeline\n"
+        "from mlcls.model_hub import ensure_model\n"
+        "from pathlib import Path\n"
+        "p = create_pipeline('multi_label_image_classification', device='cpu',\n"
+        "                    engine='onnxruntime', model='mlcls-demo')\n"
+        "demo = Path(ensure_model('mlcls-demo')).parent / 'demo.png'\n"
+        "res = next(iter(p.predict(str(demo))))\n"
+        "print(json.dumps({'labels': res['label_names'], 'engine': res['engine'],\n"
+        "                  'paddle': sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "                                   ('paddle', 'paddle2onnx'))}))\n")
+    env = {**__import__("os").environ, "MLCLS_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["engine"] == "onnxruntime"
+    assert result["labels"]  # the demo image has digits on it
+    assert result["paddle"] == []
+    assert not (tmp_path / "home" / "onnx").exists()  # no conversion was needed
