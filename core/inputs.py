@@ -107,16 +107,25 @@ def header_size(data: bytes) -> tuple[int, int] | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 return img.size
-    except Image.DecompressionBombError as exc:
-        size = _size_in(str(exc))
-        return size if size else (1 << 31, 1)  # Pillow's own limit is far above ours
+    except Image.DecompressionBombError:
+        return _size_beyond_pillows_limit(data)
     except (OSError, ValueError, SyntaxError, EOFError, struct.error):
         return None
 
 
-def _size_in(message: str) -> tuple[int, int] | None:
-    digits = [int(t) for t in message.replace("(", " ").split() if t.isascii() and t.isdigit()]
-    return (digits[0], 1) if digits else None
+def _size_beyond_pillows_limit(data: bytes) -> tuple[int, int] | None:
+    """The declared size of an image so large that ``Image.open`` refuses it: asked of the
+    format's own reader, which reads the header without Pillow's size check."""
+    Image.init()
+    for factory, accept in Image.OPEN.values():
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            with factory(io.BytesIO(data), "") as img:
+                return img.size
+        except Exception:  # noqa: BLE001 - any reader that does not fit is simply skipped
+            continue
+    return None
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -257,8 +266,8 @@ def fetch_url(url: str, timeout: float | None = None, max_bytes: int | None = No
         reason = exc.reason
         if "limit" in reason:
             reason += f" ({ENV_URL_MAX_BYTES})"
-        elif "within" in reason:
-            reason += f" ({ENV_URL_TIMEOUT})"
+        reason = reason.replace(f"within {timeout:g} s", f"within {timeout:g} s "
+                                                         f"({ENV_URL_TIMEOUT})")
         raise InputError(url, reason) from None
     return b"".join(chunks)
 

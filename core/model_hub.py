@@ -201,9 +201,9 @@ def _fetch(url: str, out: BinaryIO, name: str, target: Path) -> None:
         reason = exc.reason.replace("cannot reach it", "cannot reach the server")
         if "limit" in reason:
             reason += f" ({ENV_DOWNLOAD_MAX_BYTES})"
-        elif "within" in reason:
-            reason += f" ({ENV_DOWNLOAD_DEADLINE})"
-        elif "no data for" in reason:
+        reason = reason.replace(f"within {deadline:g} s", f"within {deadline:g} s "
+                                                          f"({ENV_DOWNLOAD_DEADLINE})")
+        if "no data for" in reason:
             reason += f" ({ENV_DOWNLOAD_TIMEOUT})"
         elif "connection closed after" in reason:
             reason = f"the download is incomplete: {reason}; try again"

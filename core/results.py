@@ -43,7 +43,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
     existing file is only replaced by a complete one. The result has the permissions a plain
     write would give it (the temporary file starts private)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name stays short: the target's may already be as long as names can be.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             write(fh)

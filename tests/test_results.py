@@ -20,8 +20,8 @@ def pipeline(tiny_model):
 def test_result_keys_and_files(pipeline, image_dir, tmp_path):
     res = next(pipeline.predict(str(image_dir / "a.jpg")))
     assert list(res) == ["input_path", "page_index", "class_ids", "scores", "label_names",
-                         "device"]
-    assert res["page_index"] is None and res["device"] == "cpu"
+                         "device", "engine"]
+    assert res["page_index"] is None and res["device"] == "cpu" and res["engine"] == "paddle"
     assert res.json == {"res": dict(res)}
     json_path, img_path = res.save_all(tmp_path)
     assert json_path == tmp_path / "a_res.json"
