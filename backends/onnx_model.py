@@ -330,6 +330,41 @@ def _failure_summary(done: subprocess.CompletedProcess, graph_name: str) -> str:
     return f"exit status {done.returncode}: {tail}"
 
 
+# -- export ------------------------------------------------------------------------------------
+
+
+def export_onnx_dir(model: ModelSpec, target: Path) -> Path:
+    """Write ``target``: ``inference.onnx`` and the model's ``inference.yml``, a directory that
+    ONNX runtimes on edge devices (and mlcls's ONNX engines, without Paddle) load. Written to
+    a scratch folder beside it and renamed into place, so an existing export is only replaced
+    by a complete one."""
+    import shutil
+
+    source = onnx_for(model)
+    target = Path(target).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ModelError(f"{target}: exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copyfile(source.path, scratch / ONNX_FILE)
+        shutil.copyfile(model.model_dir / "inference.yml", scratch / "inference.yml")
+        for name in (ONNX_FILE, "inference.yml"):
+            os.chmod(scratch / name, _plain_mode())
+        os.chmod(scratch, _plain_mode() | 0o111)  # mkdtemp's folder starts private
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            scratch.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            scratch.rename(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
 # -- the child process -------------------------------------------------------------------------
 
 

@@ -27,8 +27,8 @@ class ModelSpec:
     """Everything needed to build a pipeline for one model directory."""
 
     model_dir: Path
-    graph_file: Path
-    params_file: Path
+    graph_file: Path | None  # None in a directory that holds only inference.onnx
+    params_file: Path | None
     model_name: str
     transform_ops: list[dict[str, Any]]
     threshold: Any  # float | dict | list, as inference.yml gives it
@@ -130,10 +130,15 @@ def load_model_dir(model_dir: str | Path) -> ModelSpec:
         raise ModelError(f"{root}: not a directory (pass the folder that holds "
                          f"{CONFIG_FILE}, {PARAMS_FILE} and {GRAPH_FILES[0]})")
     graph = next((root / g for g in GRAPH_FILES if (root / g).is_file()), None)
-    if graph is None:
-        raise ModelError(f"{root}: missing the network graph ({' or '.join(GRAPH_FILES)})")
-    _need(graph, "network graph")
-    params = _need(root / PARAMS_FILE, "weights file")
+    onnx = root / ONNX_FILE
+    onnx_file = onnx if onnx.is_file() and onnx.stat().st_size > 0 else None
+    params = None
+    if graph is None and onnx_file is None:
+        raise ModelError(f"{root}: missing the network graph ({' or '.join(GRAPH_FILES)}, "
+                         f"or {ONNX_FILE} for the ONNX engines)")
+    if graph is not None:  # else an ONNX-only export (`mlcls export --format onnx`)
+        _need(graph, "network graph")
+        params = _need(root / PARAMS_FILE, "weights file")
     cfg_path = _need(root / CONFIG_FILE, "model configuration")
     cfg = load_yaml_file(cfg_path, ModelError, "model configuration")
     if not isinstance(cfg, dict):
@@ -152,6 +157,4 @@ def load_model_dir(model_dir: str | Path) -> ModelSpec:
         raise ModelError(f"{cfg_path}: Global.model_name must be a name, got a "
                          f"{type(name).__name__}")
     name = str(name)
-    onnx = root / ONNX_FILE
-    onnx_file = onnx if onnx.is_file() and onnx.stat().st_size > 0 else None
     return ModelSpec(root, graph, params, name, ops, threshold, labels, cfg, onnx_file)

@@ -125,3 +125,37 @@ def test_an_unwritable_cache_is_a_clear_error(tiny_model, tmp_path, monkeypatch)
     monkeypatch.setenv("MLCLS_HOME", str(blocker))
     with pytest.raises(ModelError, match="cannot write the ONNX cache .*MLCLS_HOME"):
         onnx_model.onnx_for(load_model_dir(tiny_model))
+
+
+def test_export_format_onnx_writes_a_directory_the_onnx_engines_run(tiny_model, tmp_path,
+                                                                    monkeypatch, capsys):
+    from mlcls.backends.onnxruntime_engine import OnnxRuntimePredictor
+    from mlcls.cli import main
+    from mlcls.plugin import Device
+
+    monkeypatch.setenv("MLCLS_HOME", str(tmp_path / "home"))
+    target = tmp_path / "edge"
+    assert main(["export", "--format", "onnx", "--model_dir", str(tiny_model),
+                 "--output", str(target)]) == 0
+    assert "inference.onnx" in capsys.readouterr().out
+    assert sorted(p.name for p in target.iterdir()) == ["inference.onnx", "inference.yml"]
+    assert (target / "inference.yml").read_text() == (tiny_model / "inference.yml").read_text()
+    spec = load_model_dir(target)  # no Paddle files: an ONNX-only model directory
+    assert spec.graph_file is None and spec.onnx_file == target / "inference.onnx"
+    pred = OnnxRuntimePredictor(spec, Device("cpu"), None, {"threads": 1})
+    batch = np.linspace(-1, 1, 3 * 3 * 32 * 32, dtype=np.float32).reshape(3, 3, 32, 32)
+    np.testing.assert_allclose(pred.run(batch), paddle_scores(tiny_model, batch), atol=1e-5)
+    pred.close()
+    # exporting again replaces it whole; nothing is left beside it
+    assert main(["export", "--format", "onnx", "--model_dir", str(tiny_model),
+                 "--output", str(target)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_export_refuses_what_it_cannot_do(tiny_model, tmp_path, capsys):
+    from mlcls.cli import main
+
+    with pytest.raises(SystemExit) as info:  # argparse's usage error
+        main(["export", "--model_dir", str(tiny_model), "--output", str(tmp_path / "x")])
+    assert info.value.code == 2
+    assert "--format onnx" in capsys.readouterr().err
