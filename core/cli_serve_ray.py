@@ -18,8 +18,10 @@ from .cli import _positive, _threshold
 def build_parser() -> argparse.ArgumentParser:
     from .serving.settings import add_serve_arguments
 
+    # "resolve": our --host/--port (Serve's proxy, port 8000) replace those of --serve's
+    # flags wherever those are declared.
     p = argparse.ArgumentParser(
-        prog="mlcls serve-ray",
+        prog="mlcls serve-ray", conflict_handler="resolve",
         description="Serve the pipeline over HTTP on Ray Serve: the routes, schema and limits "
                     "of mlcls --serve, in as many replicas as asked.")
     p.add_argument("--pipeline", required=True,
@@ -33,10 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_threshold,
                    help="default score threshold in [0, 1] (requests may give their own)")
     p.add_argument("--num_replicas", type=_positive, default=1, help="replicas (1)")
-    p.add_argument("--host", default="127.0.0.1", help="address of Serve's HTTP proxy")
-    p.add_argument("--port", type=int, default=8000, help="port of Serve's HTTP proxy (8000)")
     p.add_argument("--address", help="Ray cluster to run on (default: start Ray here)")
     add_serve_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address of Serve's HTTP proxy")
+    p.add_argument("--port", type=int, default=8000, help="port of Serve's HTTP proxy (8000)")
     return p
 
 

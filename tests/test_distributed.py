@@ -114,14 +114,26 @@ def test_a_worker_killed_mid_run_still_leaves_one_row_per_input(ray_local, tiny_
     marked.write_bytes((tiny_images / "img05.png").read_bytes())
     armed = Path(str(marked) + ARMED_SUFFIX)
     armed.write_text("")
+    # a 3-page TIFF: as many rows as the pipeline gives results for it, keyed by page_index
+    frames = [Image.fromarray(np.full((20, 30, 3), 60 * k, dtype=np.uint8)) for k in range(3)]
+    tiff = src / "pages.tif"
+    frames[0].save(tiff, save_all=True, append_images=frames[1:])
     settings = BatchSettings(model_dir=str(tiny_model), device="cpu", batch_size=4)
     summary = run_batch(src, tmp_path / "out", settings, worker=DiesOnce)
     assert not armed.exists()  # the worker did die on that batch
     rows = read_rows(tmp_path / "out")
-    inputs = sorted(str(p) for p in src.glob("*.png"))
-    assert sorted(r["input_path"] for r in rows) == inputs
+    images = sorted(str(p) for p in src.glob("*.png"))
+    assert sorted(r["input_path"] for r in rows if r["input_path"] != str(tiff)) == images
     assert all(r["error"] is None and r["class_ids"] is not None for r in rows)
-    assert summary.rows == len(inputs) == 13 and summary.failed == 0
+    from mlcls import create_pipeline
+
+    with create_pipeline("multi_label_image_classification", device="cpu",
+                         model_dir=tiny_model) as pipeline:
+        expected = [(r.get("page_index"), r["class_ids"]) for r in pipeline.predict(str(tiff))]
+    got = sorted(((r["page_index"], r["class_ids"]) for r in rows
+                  if r["input_path"] == str(tiff)), key=lambda pair: pair[0] or 0)
+    assert got == expected
+    assert summary.rows == len(rows) == 13 + len(expected) and summary.failed == 0
 
 
 def test_resume_skips_what_is_written_and_refuses_to_mix_runs(ray_local, tiny_model,
@@ -234,6 +246,8 @@ def test_inputs_are_listed_from_folders_globs_and_listings(tmp_path, tiny_images
     pq.write_table(pa.table({"url": ["a/b/x.jpg", "a/b/x.jpg"]}), tmp_path / "list.parquet")
     assert list_inputs(tmp_path / "list.parquet") == [str(sub / "x.jpg")]  # once
     assert list_inputs(f"file://{sub}") == [f"file://{sub / 'x.jpg'}"]
+    (tmp_path / "folders.txt").write_text("a\n")  # a folder listed: the images below it
+    assert list_inputs(tmp_path / "folders.txt") == [str(sub / "x.jpg")]
     with pytest.raises(UsageError, match="no such file"):
         list_inputs(tmp_path / "nowhere")
     (tmp_path / "empty.txt").write_text("# nothing listed\n")

@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -49,6 +50,7 @@ DOCUMENT_SUFFIXES = frozenset({".pdf"})
 # ASCEND_RT_VISIBLE_DEVICES), so a worker's one device is always its logical id 0.
 _RAY_MASKED = {"gpu": "GPU", "npu": "NPU"}
 _GLOB_CHARS = frozenset("*?[")
+_LIST_PLACE = re.compile(r"^input\[\d+\]: ")
 
 
 def _ray():
@@ -297,8 +299,11 @@ def _list_local(src: str) -> list[str]:
                 data = Path(src).read_bytes()
             except OSError as exc:
                 raise UsageError(f"{src}: cannot read the listing ({exc.strerror})") from None
-            return [_relative_to(os.path.dirname(src) or ".", e, remote=False)
-                    for e in _read_listing(data, suffix, src)]
+            entries = [_relative_to(os.path.dirname(src) or ".", e, remote=False)
+                       for e in _read_listing(data, suffix, src)]
+            # A folder in a listing stands for the images below it, each its own input.
+            return [path for e in entries
+                    for path in (_list_local(e) if os.path.isdir(e) else [e])]
         return [src]
     raise UsageError(f"{src}: no such file, folder or pattern")
 
@@ -459,7 +464,10 @@ class Tagger:
         for i, res in zip(todo, results):
             data = res.to_dict()
             if not res.ok:
-                out["error"][i] = str(data.get("error") or "inference failed")
+                # The pipeline names a path-less input by its place in the list it was
+                # given ("input[3]: ..."); the row's input_path names it better.
+                text = str(data.get("error") or "inference failed")
+                out["error"][i] = _LIST_PLACE.sub("", text, count=1)
                 continue
             for key in ("class_ids", "scores", "label_names", "device"):
                 out[key][i] = data.get(key)
