@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
 
 from . import plugins
@@ -109,6 +110,8 @@ def main(argv: list[str]) -> int:
                     "engines can run on it.")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
+    # the faults are printed below; the log's copy of each would only repeat them
+    logging.getLogger("mlcls.plugins").setLevel(logging.ERROR)
     data = collect()
     if args.json:
         print(json.dumps(data, indent=2))

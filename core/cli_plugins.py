@@ -1,10 +1,15 @@
 """``mlcls plugins``: every plugin found, its distribution, hooks, the device types and engines
-it registered, and its errors and faults (refused registrations, calls that raised or hung)."""
+it registered, and its errors and faults (refused registrations, calls that raised or hung).
+
+Unless ``--no-check`` is given, every backend and engine is called once as a run would call it
+(the probes, the environment; see ``devices.check_plugins``), so that a plugin that raises or
+hangs there is named here. Neither Paddle nor OpenCV is imported."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import asdict
 
 from .plugins import get_state
@@ -14,8 +19,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcls plugins",
                                      description="List the installed mlcls plugins.")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--no-check", action="store_true",
+                        help="only list what loaded; do not call the probes")
     args = parser.parse_args(argv)
+    # the faults are printed below; the log's copy of each would only repeat them
+    logging.getLogger("mlcls.plugins").setLevel(logging.ERROR)
     state = get_state()
+    if not args.no_check:
+        from .devices import check_plugins
+
+        check_plugins()
     records = state.records
     if args.json:
         print(json.dumps([asdict(r) for r in records], indent=2))

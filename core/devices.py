@@ -147,7 +147,12 @@ def probe(device_type: str) -> ProbeReport:
                            fix=f"see `mlcls plugins`; fix, update or block plugin '{plugin}' "
                                f"({plugins.ENV_BLOCK}={plugin})")
     report = _checked_report(report, device_type, plugin, what)
-    if report.device_type != device_type:  # a backend copied from another keeps its name
+    if report.device_type != device_type:
+        # a backend answering about another type is the fault this design rules out: the
+        # answer counts for its own type only
+        plugins._fault(plugins.get_state(), plugin, f"{what} answered for "
+                                                    f"'{report.device_type}'; taken as "
+                                                    f"'{device_type}' only")
         report.device_type = device_type
     return report
 
@@ -169,6 +174,27 @@ def probe_engine(engine_name: str, device_type: str) -> ProbeReport:
         return ProbeReport(device_type, False, reason=str(exc),
                            fix=f"see `mlcls plugins`; fix, update or block plugin '{plugin}'")
     return _checked_report(report, device_type, plugin, what)
+
+
+def check_plugins() -> None:
+    """Call every registered backend and engine once the way a run would (hardware probe,
+    environment, each engine's probe on each available type), so that their faults are
+    recorded on their ``PluginRecord``; nothing is set or kept."""
+    available = []
+    for kind in known_types():
+        if probe(kind).available:
+            available.append(kind)
+        owner, plugin = plugins.backend(kind)
+        if owner is None:
+            continue
+        try:
+            plugins.guarded(plugin, f"environment of '{kind}'", owner.environment,
+                            dict(load_catalogue().entry(kind).options))
+        except DeviceError:
+            pass  # recorded as the plugin's fault
+    for kind in available:
+        for name in known_engines():
+            probe_engine(name, kind)
 
 
 def model_problem(engine_name: str, model: ModelSpec | None) -> str | None:

@@ -5,12 +5,14 @@ import subprocess
 import sys
 from importlib import metadata
 
+import numpy as np
 import pytest
 
-from mlcls import plugins
+from mlcls import create_pipeline, plugins
 from mlcls.cli import main
 from mlcls.devices import parse_device, resolve_device
-from mlcls.errors import DeviceError
+from mlcls.errors import DeviceError, UsageError
+from mlcls.plugin import Engine, Placement, Predictor, ProbeReport, hookimpl
 
 
 @pytest.fixture
@@ -93,3 +95,71 @@ def test_import_mlcls_survives_a_broken_plugin_and_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+class _Quiet(Predictor):
+    def run(self, batch):
+        return np.zeros((len(batch), 4), np.float32)
+
+    def placement(self):
+        return Placement("cpu")
+
+
+def _engine_plugin(name, **methods):
+    """A plugin object registering one engine that runs on the cpu, with ``methods``
+    replacing the engine's."""
+    engine_cls = type(f"{name}Engine", (Engine,), {
+        "name": name,
+        "probe": lambda self, kind: ProbeReport(kind, True, count=1),
+        "create_predictor": lambda self, model, device, device_id, options: _Quiet(),
+        **methods})
+
+    class Plugin:
+        @hookimpl
+        def register_engines(self, register):
+            register(engine_cls())
+
+    return Plugin()
+
+
+def test_engine_faults_name_the_plugin_and_stay_out_of_the_cpu(tiny_model):
+    def explode(*args):
+        raise ZeroDivisionError("division by zero in the vendor runtime")
+
+    plugins.reset()
+    try:
+        assert plugins.register_module(_engine_plugin("crasher", create_predictor=explode),
+                                       name="crasher").status == "loaded"
+        assert plugins.register_module(_engine_plugin("liar", placement=explode),
+                                       name="liar").status == "loaded"
+        with pytest.raises(DeviceError, match=r"plugin 'crasher': create_predictor of engine "
+                                              r"'crasher' raised ZeroDivisionError"):
+            create_pipeline(model_dir=tiny_model, device="cpu", engine="crasher")
+        with pytest.raises(DeviceError, match=r"plugin 'liar': placement of engine 'liar' "
+                                              r"raised ZeroDivisionError"):
+            create_pipeline(model_dir=tiny_model, device="cpu", engine="liar")
+        with pytest.raises(UsageError, match="unknown engine 'nosuch'; known engines: .*"
+                                             "paddle"):
+            create_pipeline(model_dir=tiny_model, device="cpu", engine="nosuch")
+        state = plugins.get_state()
+        assert any("create_predictor" in f for f in state.record("crasher").faults)
+        assert any("placement" in f for f in state.record("liar").faults)
+        assert not state.record("cpu").faults
+        with create_pipeline(model_dir=tiny_model, device="cpu") as pipe:
+            assert pipe.engine_name == "paddle"  # auto keeps devices.yaml's order
+            assert pipe.placements[0].engine == "paddle"
+    finally:
+        plugins.reset()
+
+
+def test_plugins_and_devices_commands_import_neither_paddle_nor_opencv():
+    code = ("import sys, io, contextlib\nfrom mlcls.cli import main\n"
+            "for cmd in (['plugins'], ['devices'], ['plugins', '--json'], ['devices', '--json']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        assert main(cmd) == 0\n"
+            "print(sorted(m for m in ('paddle', 'cv2') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
