@@ -306,8 +306,9 @@ class _Verdict:
     skipped: list[str] = field(default_factory=list)
 
 
-def _usable(device: Device, model: ModelSpec | None, engine: str) -> _Verdict:
-    """Whether ``device`` can be used (hardware, ids, devices.yaml rules, an engine)."""
+def _usable(device: Device, model: ModelSpec | None, engine: str | None) -> _Verdict:
+    """Whether ``device`` can be used (hardware, ids, devices.yaml rules, and unless
+    ``engine`` is None, an engine)."""
     report = probe(device.type)
     if not report.available:
         why = f"'{device.type}' is unavailable: {report.reason}"
@@ -319,6 +320,8 @@ def _usable(device: Device, model: ModelSpec | None, engine: str) -> _Verdict:
     problem = capability_problem(device, model)
     if problem:
         return _Verdict(report, problem)
+    if engine is None:  # training: the framework is the backend's business
+        return _Verdict(report)
     name, engine_report, skipped = pick_engine(device.type, model, engine)
     if name is None:
         what = f"engine '{engine}'" if engine != AUTO else "no engine"
@@ -340,12 +343,14 @@ def _resolved(requested: str, device: Device, verdict: _Verdict,
 
 
 def resolve_device(spec: str | None, *, model: ModelSpec | None = None,
-                   fallback: bool | None = None, engine: str | None = AUTO) -> Resolution:
+                   fallback: bool | None = None, engine: str | None = AUTO,
+                   inference: bool = True) -> Resolution:
     """Turn a device (and engine) request into the device and engine to use, probing and
-    falling back as the policy says. Raises ``DeviceError`` with the reason and the fix when
-    nothing can be used."""
+    falling back as the policy says. ``engine`` None means auto; ``inference=False`` (training)
+    skips the choice of an inference engine. Raises ``DeviceError`` with the reason and the fix
+    when nothing can be used."""
     parsed = parse_device(spec)
-    wanted = check_engine_name(engine)
+    wanted = check_engine_name(engine) if inference else None
     cat = load_catalogue()
     if parsed == AUTO:
         reasons = []
@@ -422,7 +427,7 @@ def apply_environment(env: dict[str, str]) -> dict[str, str]:
 def framework_device(spec: str | None) -> str:
     """For training: resolve ``spec``, set the type's environment, and return the backend's
     name for the device in the training framework (``gpu:0``)."""
-    device = resolve_device(spec).device
+    device = resolve_device(spec, inference=False).device
     if len(device.ids) > 1:
         raise UsageError(f"device '{device}': training runs on one device; pass one id, "
                          f"e.g. {device.type}:{device.ids[0]}")

@@ -4,6 +4,7 @@ plugin-declared types, capability rules, and several CPU engines in one pipeline
 from __future__ import annotations
 
 import logging
+import os
 import types
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 from mlcls import create_pipeline, hookimpl, plugins
 from mlcls.catalogue import load_catalogue
 from mlcls.devices import AUTO, parse_device, resolve_device
-from mlcls.errors import DeviceError, DeviceSpecError
+from mlcls.errors import DeviceError, DeviceSpecError, UsageError
 from mlcls.model import load_model_dir
 from mlcls.plugin import Device, DeviceBackend, ProbeReport
 
@@ -250,3 +251,48 @@ def test_a_broken_probe_is_reported_not_raised():
     assert not rows["sloppy"]["available"] and "returned a dict" in rows["sloppy"]["reason"]
     assert "badprobe" in rows["sloppy"]["reason"]
     assert rows["cpu"]["available"]
+
+
+def test_training_asks_the_backend_for_the_framework_device(monkeypatch):
+    from mlcls.devices import framework_device
+
+    monkeypatch.delenv("MLCLS_TEST_VENDOR_FLAG", raising=False)
+
+    class Trainable(DeviceBackend):
+        name = "trainable"
+
+        def probe(self):
+            return ProbeReport("trainable", True, count=2)
+
+        def environment(self, options):
+            return {"MLCLS_TEST_VENDOR_FLAG": "on"}
+
+        def framework_device(self, device_id):
+            return f"custom_trainable:{device_id or 0}"
+
+    class Untrainable(Trainable):
+        name = "untrainable"
+        framework_device = DeviceBackend.framework_device
+
+    module = types.ModuleType("trainables")
+
+    @hookimpl
+    def register_device_backends(register):
+        register(Trainable())
+        register(Untrainable())
+
+    module.register_device_backends = register_device_backends
+    plugins.register_module(module, name="trainables")
+    try:
+        assert framework_device("host") == "cpu"
+        # no inference engine runs on it: training does not need one
+        assert framework_device("trainable:1") == "custom_trainable:1"
+        assert os.environ["MLCLS_TEST_VENDOR_FLAG"] == "on"  # set before Paddle would load
+        with pytest.raises(DeviceError, match="device type 'untrainable' cannot be used for "
+                                              "training"):
+            framework_device("untrainable")
+        with pytest.raises(UsageError, match="training runs on one device"):
+            framework_device("trainable:0,1")
+    finally:
+        plugins.reset()
+        os.environ.pop("MLCLS_TEST_VENDOR_FLAG", None)

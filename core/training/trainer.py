@@ -65,14 +65,12 @@ def learning_rate(cfg: TrainConfig, step: int, total: int, per_epoch: int) -> fl
 
 
 def paddle_device(spec: str | None) -> str:
-    """The device layer's answer, in the form ``paddle.set_device`` takes."""
-    from ..devices import resolve_device
+    """The device layer's answer, in the form ``paddle.set_device`` takes: resolved, the
+    type's environment set, and named by its backend (which refuses a type that cannot
+    train)."""
+    from ..devices import framework_device
 
-    device = resolve_device(spec).device
-    if len(device.ids) > 1:
-        raise UsageError(f"device '{device}': training runs on one device; pass one id, "
-                         f"e.g. {device.type}:{device.ids[0]}")
-    return f"{device.type}:{device.ids[0]}" if device.ids else device.type
+    return framework_device(spec)
 
 
 class TrainProgress(Progress):
@@ -195,6 +193,8 @@ class Trainer:
     def run(self) -> History:
         from ..paddle_engine import import_paddle_inference
 
+        # before Paddle is imported: vendor variables only count if set before it loads
+        self.device = paddle_device(self.cfg.device)
         import_paddle_inference()
         import paddle
 
@@ -226,7 +226,7 @@ class Trainer:
             raise UsageError(f"{cfg.dataset}: the dataset has {len(dataset.errors)} problem(s) "
                              f"(run `mlcls dataset check {cfg.dataset}`):\n  {listing}")
         names = dataset.label_names
-        device = paddle_device(cfg.device)
+        device = getattr(self, "device", None) or paddle_device(cfg.device)
         paddle.set_device(device)
         paddle.seed(cfg.seed)
         self.out.mkdir(parents=True, exist_ok=True)
