@@ -32,6 +32,7 @@ SUBCOMMANDS = {
     "export": "mlcls.cli_export",
     "batch": "mlcls.cli_batch",
     "serve-ray": "mlcls.cli_serve_ray",
+    "tune": "mlcls.cli_tune",
 }
 
 
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, gpu:0, gpu:1,2, npu:0, xpu:0, mlu:0")
     p.add_argument("--fallback", action="store_true", default=None,
                    help="if the device cannot be used, take its fallback (devices.yaml)")
+    p.add_argument("--use_hpip", action="store_true", default=False,
+                   help="PaddleX's high-performance inference: in mlcls, the fastest engine "
+                   "measured for the device (the same as --engine auto; docs/engines.md)")
     p.add_argument("--engine", help="inference engine: auto (default: devices.yaml's order "
                    "for the device), paddle, ... (mlcls devices lists them)")
     p.add_argument("--save_path", help="folder for <name>_res.json and <name>_res.<ext> "
@@ -136,7 +140,7 @@ def _predict(args: argparse.Namespace) -> int:
     pipeline = create_pipeline(args.pipeline, device=args.device, model=args.model,
                                model_dir=args.model_dir, batch_size=args.batch_size,
                                threshold=args.threshold, fallback=args.fallback,
-                               engine=args.engine)
+                               engine=args.engine, use_hpip=args.use_hpip)
     items = list(expand_inputs(args.input if len(args.input) > 1 else args.input[0]))
     progress = Progress(len(items))
     failed = 0

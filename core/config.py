@@ -106,6 +106,8 @@ class PipelineSettings:
     threshold: Any = None
     device: str | None = None
     engine: str | None = None  # auto (None) or an engine's name
+    use_hpip: Any = None  # PaddleX's high-performance switch, mapped by mlcls.hpi
+    hpi_config: Any = None
 
 
 def default_config_text() -> str:
@@ -152,7 +154,8 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
     the older ``Pipeline: {model, batch_size, device}``."""
     module = (cfg.get("SubModules") or {}).get(MODULE_KEY)
     legacy = cfg.get("Pipeline")
-    out = PipelineSettings(device=cfg.get("device"), engine=cfg.get("engine"))
+    out = PipelineSettings(device=cfg.get("device"), engine=cfg.get("engine"),
+                           use_hpip=cfg.get("use_hpip"), hpi_config=cfg.get("hpi_config"))
     if isinstance(module, dict):
         out.model_name = module.get("model_name")
         out.model_dir = module.get("model_dir")
@@ -160,6 +163,8 @@ def settings_from_config(cfg: dict[str, Any]) -> PipelineSettings:
         out.threshold = module.get("threshold")
         out.device = module.get("device", out.device)
         out.engine = module.get("engine", out.engine)
+        out.use_hpip = module.get("use_hpip", out.use_hpip)
+        out.hpi_config = module.get("hpi_config", out.hpi_config)
     elif isinstance(legacy, dict):
         model = legacy.get("model")
         _need_text(model, "Pipeline.model")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import config as cfgmod
-from . import devices, plugins
+from . import devices, hpi, plugins, tuning
 from .catalogue import load_catalogue
 from .defaults import default_postprocessor, default_preprocessor
 from .devices import Device, Resolution, fallback_enabled, resolve_device
@@ -313,14 +313,18 @@ def create_pipeline(pipeline: str | dict | None = None, device: str | None = Non
                     model_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                     threshold: Any = None, fallback: bool | None = None,
                     device_options: dict[str, Any] | None = None, use_hpip: bool = False,
-                    engine: str | None = None, **kwargs: Any) -> MultiLabelClassificationPipeline:
+                    engine: str | None = None, hpi_config: dict[str, Any] | None = None,
+                    **kwargs: Any) -> MultiLabelClassificationPipeline:
     """Build the pipeline. ``pipeline`` is ``multi_label_image_classification`` (or
     ``image_multilabel_classification``) or a pipeline YAML path; ``config`` is accepted as an
     alias. Arguments given here win over the YAML, which wins over the model's inference.yml.
     ``device`` is ``auto`` (default), ``cpu``, ``gpu:0``, ``gpu:1,2``, ``npu:0``...;
     ``engine`` is ``auto`` (default: devices.yaml's preference for the type) or an engine's
     name (``paddle``...); ``device_options`` override the chosen engine's options for the
-    type (and the type's pipeline settings, such as ``loaders``)."""
+    type (and the type's pipeline settings, such as ``loaders``). PaddleX's ``use_hpip`` and
+    ``hpi_config`` (``backend``, ``backend_config``) map onto ``engine`` and its options
+    (``mlcls.hpi``); with ``engine`` auto, an engine ``mlcls tune`` recorded as fastest for
+    this model, device type and batch size is taken first."""
     if kwargs:
         raise TypeError(f"create_pipeline() got unexpected arguments: {', '.join(kwargs)}")
     if pipeline is not None and config is not None:
@@ -333,9 +337,18 @@ def create_pipeline(pipeline: str | dict | None = None, device: str | None = Non
                             model_dir=str(model_dir) if model_dir else None,
                             batch_size=batch_size, threshold=threshold, device=device,
                             engine=engine)
+    choice = hpi.engine_choice(use_hpip or settings.use_hpip,
+                               hpi_config if hpi_config is not None else settings.hpi_config)
+    settings.engine, device_options = hpi.apply(choice, settings.engine, device_options)
     spec = resolve_model(settings.model_name, settings.model_dir)
     resolution = resolve_device(settings.device, model=spec, fallback=fallback,
                                 engine=settings.engine)
-    return MultiLabelClassificationPipeline(spec, resolution, batch_size=settings.batch_size,
+    reason = ""
+    if devices.check_engine_name(settings.engine) == devices.AUTO:
+        resolution, reason = tuning.prefer_recorded(resolution, spec, settings.batch_size,
+                                                    fallback)
+    pipe = MultiLabelClassificationPipeline(spec, resolution, batch_size=settings.batch_size,
                                             threshold=settings.threshold,
                                             device_options=device_options, fallback=fallback)
+    pipe.engine_reason = reason or tuning.default_reason(resolution, settings.engine)
+    return pipe
