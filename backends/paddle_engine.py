@@ -88,26 +88,41 @@ def cpu_predictor(model: ModelSpec, device_id: int | None, options: dict[str, An
     threads = thread_count(options)
     use_mkldnn = bool(options.get("mkldnn", True))
 
-    def configure(config) -> None:
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(threads)
-        if use_mkldnn:
-            config.enable_mkldnn()
-            config.set_mkldnn_cache_capacity(int(options.get("mkldnn_cache_capacity", 10)))
-        else:
-            config.disable_mkldnn()
+    def configure_for(mkldnn: bool):
+        def configure(config) -> None:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads)
+            if mkldnn:
+                config.enable_mkldnn()
+                config.set_mkldnn_cache_capacity(int(options.get("mkldnn_cache_capacity", 10)))
+            else:
+                config.disable_mkldnn()
+        return configure
 
-    return PaddlePredictor(model, configure, lambda config: cpu_placement(config, device_id))
+    note = ""
+    if use_mkldnn:
+        try:
+            return PaddlePredictor(model, configure_for(True),
+                                   lambda config: cpu_placement(config, device_id))
+        except ModelError as exc:
+            # Paddle 3.3's oneDNN passes refuse some programs at creation; its native kernels
+            # run them (slower). A model that is simply broken fails again below, as itself.
+            note = f"oneDNN failed at predictor creation ({exc}); running on native kernels"
+            log.warning("%s: %s", model.model_dir, note)
+    return PaddlePredictor(model, configure_for(False),
+                           lambda config: cpu_placement(config, device_id, note))
 
 
-def cpu_placement(config, device_id: int | None = None) -> Placement:
+def cpu_placement(config, device_id: int | None = None, note: str = "") -> Placement:
     """Where a CPU predictor runs, as its config reports after creation. ``cpu:0,1`` asks for
-    one engine per id (each with its own threads), so an id asked is an id reported."""
+    one engine per id (each with its own threads), so an id asked is an id reported. ``note``
+    records a fallback from oneDNN to native kernels."""
     if config.use_gpu():
         return Placement(f"gpu:{config.gpu_device_id()}", "engine reports a GPU", NAME)
     kernels = "oneDNN" if config.mkldnn_enabled() else "native kernels"
     where = "cpu" if device_id is None else f"cpu:{device_id}"
-    return Placement(where, f"{kernels}, {config.cpu_math_library_num_threads()} threads", NAME)
+    detail = f"{kernels}, {config.cpu_math_library_num_threads()} threads"
+    return Placement(where, detail + (f"; WARNING: {note}" if note else ""), NAME)
 
 
 # -- gpu -----------------------------------------------------------------------------------------
