@@ -124,7 +124,7 @@ def parse_device(text: str | None) -> Device | str:
 def _checked_report(report: Any, device_type: str, plugin: str, what: str) -> ProbeReport:
     if not isinstance(report, ProbeReport):
         text = f"{what} returned a {type(report).__name__}, not a ProbeReport"
-        plugins._fault(plugins.get_state(), plugin, text)
+        plugins.record_fault(plugins.get_state(), plugin, text)
         return ProbeReport(device_type, False, reason=f"plugin '{plugin}': {text}",
                            fix=f"report this to the author of plugin '{plugin}' "
                                "(`mlcls plugins`)")
@@ -150,7 +150,7 @@ def probe(device_type: str) -> ProbeReport:
     if report.device_type != device_type:
         # a backend answering about another type is the fault this design rules out: the
         # answer counts for its own type only
-        plugins._fault(plugins.get_state(), plugin, f"{what} answered for "
+        plugins.record_fault(plugins.get_state(), plugin, f"{what} answered for "
                                                     f"'{report.device_type}'; taken as "
                                                     f"'{device_type}' only")
         report.device_type = device_type

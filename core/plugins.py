@@ -95,7 +95,7 @@ def _hook_names(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return sorted(impl.name for impl in pm.get_hookcallers(plugin) or ())
 
 
-def _fault(state: PluginState, plugin: str, text: str) -> None:
+def record_fault(state: PluginState, plugin: str, text: str) -> None:
     record = state.record(plugin)
     if record is not None and text not in record.faults:
         record.faults.append(text)
@@ -109,19 +109,20 @@ def _registrar(state: PluginState, record: PluginRecord, kind: str) -> Callable[
     owners = state.backend_plugin if kind == "device type" else state.engine_plugin
     mine = record.device_types if kind == "device type" else record.engines
 
+    def refuse(text: str) -> None:
+        record_fault(state, record.name, text)
+
     def register(obj: Any) -> None:
         name = str(getattr(obj, "name", "") or "").strip().lower()
         if not isinstance(obj, wanted):
-            _fault(state, record.name, f"registered a {type(obj).__name__}, not a "
-                                       f"{wanted.__name__}; refused")
+            refuse(f"registered a {type(obj).__name__}, not a {wanted.__name__}; refused")
             return
         if not name or ":" in name or "," in name or name == "auto":
-            _fault(state, record.name, f"registered a {kind} with the bad name {name!r} "
-                                       "(a plain word, not 'auto'); refused")
+            refuse(f"registered a {kind} with the bad name {name!r} (a plain word, not "
+                   "'auto'); refused")
             return
         if name in table:
-            _fault(state, record.name, f"{kind} '{name}' is already registered by plugin "
-                                       f"'{owners[name]}'; refused")
+            refuse(f"{kind} '{name}' is already registered by plugin '{owners[name]}'; refused")
             return
         obj.name = name
         table[name] = obj
@@ -268,7 +269,7 @@ def guarded(plugin: str, what: str, fn: Callable[..., T], *args: Any,
             raise
         except Exception as exc:
             text = f"{what} raised {type(exc).__name__}: {exc}"
-            _fault(state, plugin, text)
+            record_fault(state, plugin, text)
             raise PluginFault(plugin, f"plugin '{plugin}': {text}") from None
     box: dict[str, Any] = {}
 
@@ -285,14 +286,14 @@ def guarded(plugin: str, what: str, fn: Callable[..., T], *args: Any,
     if worker.is_alive():
         state.hung.add((plugin, what))
         text = f"{what} did not answer within {timeout:g} s and was cut off"
-        _fault(state, plugin, text)
+        record_fault(state, plugin, text)
         raise PluginFault(plugin, f"plugin '{plugin}': {text} (devices.yaml probe_timeout_s)")
     if "error" in box:
         exc = box["error"]
         if isinstance(exc, MlclsError):
             raise exc
         text = f"{what} raised {type(exc).__name__}: {exc}"
-        _fault(state, plugin, text)
+        record_fault(state, plugin, text)
         raise PluginFault(plugin, f"plugin '{plugin}': {text}") from None
     return box["value"]
 
@@ -304,5 +305,5 @@ def announce(requested: str, used: str, reason: str) -> None:
         try:
             impl.function(requested=requested, used=used, reason=reason)
         except Exception as exc:
-            _fault(get_state(), impl.plugin_name,
+            record_fault(get_state(), impl.plugin_name,
                    f"on_fallback raised {type(exc).__name__}: {exc}")

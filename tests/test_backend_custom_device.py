@@ -101,7 +101,7 @@ def test_mask_hiding_every_npu(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["npu", "mlu"])
-def test_prepare_environment_sets_devices_yaml_env_and_keeps_the_users(kind, monkeypatch):
+def test_environment_sets_devices_yaml_env_and_keeps_the_users(kind, monkeypatch):
     path = load_catalogue().source
     wanted = {str(k): str(v) for k, v in
               (yaml.safe_load(open(path))["types"][kind].get("env") or {}).items()}

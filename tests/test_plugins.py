@@ -12,7 +12,7 @@ from mlcls import create_pipeline, plugins
 from mlcls.cli import main
 from mlcls.devices import parse_device, resolve_device
 from mlcls.errors import DeviceError, UsageError
-from mlcls.plugin import Engine, Placement, Predictor, ProbeReport, hookimpl
+from mlcls.plugin import DeviceBackend, Engine, Placement, Predictor, ProbeReport, hookimpl
 
 
 @pytest.fixture
@@ -163,3 +163,32 @@ def test_plugins_and_devices_commands_import_neither_paddle_nor_opencv():
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_registrations_that_are_not_backends_or_have_bad_names_are_refused():
+    class Named(DeviceBackend):
+        def probe(self):
+            return ProbeReport(self.name, True, count=1)
+
+    def named(name):
+        backend = Named()
+        backend.name = name
+        return backend
+
+    class Sloppy:
+        @hookimpl
+        def register_device_backends(self, register):
+            register(object())
+            register(named("auto"))
+            register(named("a:b"))
+            register(named("Fine"))
+
+    plugins.reset()
+    try:
+        record = plugins.register_module(Sloppy(), name="sloppy")
+        assert record.status == "loaded" and record.device_types == ["fine"]
+        assert any("registered a object, not a DeviceBackend" in f for f in record.faults)
+        assert sum("bad name" in f for f in record.faults) == 2
+        assert parse_device("FINE:0").type == "fine"
+    finally:
+        plugins.reset()
