@@ -296,3 +296,23 @@ def test_training_asks_the_backend_for_the_framework_device(monkeypatch):
     finally:
         plugins.reset()
         os.environ.pop("MLCLS_TEST_VENDOR_FLAG", None)
+
+
+def test_engine_from_the_pipeline_yaml_and_the_call(tiny_model, tmp_path):
+    from mlcls.config import DEFAULT_CONFIG
+
+    config = yaml.safe_load(yaml.safe_dump(DEFAULT_CONFIG))
+    module = config["SubModules"]["ImageMultiLabelClassification"]
+    module.update(model_dir=str(tiny_model), engine="NoSuchEngine")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(UsageError, match="unknown engine 'NoSuchEngine'; known engines: .*"
+                                         "paddle.*auto"):
+        create_pipeline(str(path), device="cpu")
+    # the call's engine wins over the YAML's
+    with create_pipeline(str(path), device="cpu", engine="Paddle") as pipe:
+        assert pipe.engine_name == "paddle" and pipe.placements[0].engine == "paddle"
+    module["engine"] = 3
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(UsageError, match="engine must be a name"):
+        create_pipeline(str(path), device="cpu")
