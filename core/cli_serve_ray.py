@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .distributed.batch import BatchSettings
+    from .distributed.batch import BatchSettings, connect_ray
     from .errors import MlclsError, UsageError
     from .serving.settings import settings_from_args
 
@@ -60,12 +60,7 @@ def main(argv: list[str]) -> int:
                              model_dir=args.model_dir, device=args.device, engine=args.engine,
                              threshold=args.threshold, fallback=args.fallback)
     serving = settings_from_args(args)
-    started_here = not ray.is_initialized()
-    if started_here:
-        if args.address:
-            ray.init(address=args.address)
-        else:
-            ray.init(include_dashboard=False)
+    started_here = connect_ray(args.address, None)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         app = mlcls_app(settings, serving, num_replicas=args.num_replicas)

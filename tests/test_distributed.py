@@ -300,3 +300,13 @@ def test_serve_run_target_reads_its_key_value_arguments(tiny_model):
     assert serving.max_queue == 16
     with pytest.raises(UsageError, match="unknown argument.*modeldir"):
         build_app({"modeldir": str(tiny_model)})
+
+
+def test_an_unreachable_cluster_is_said_at_once(tmp_path, tiny_model, tiny_images, capsys):
+    port = distributed_helpers.free_port()  # closed again: nothing listens there
+    status = cli_main(["batch", "--address", f"127.0.0.1:{port}", "--input", str(tiny_images),
+                       "--output", str(tmp_path / "out"), "--pipeline",
+                       "multi_label_image_classification", "--model_dir", str(tiny_model)])
+    assert status == 1
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written before Ray was there

@@ -618,16 +618,39 @@ def _check_settings(settings: BatchSettings) -> None:
     settings.pipeline_kwargs()
 
 
-def _connect(address: str | None, num_cpus: int | None):
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` that nothing answers on at once: Ray itself would retry for
+    minutes before it gave up."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", "ray://..." (Ray Client): Ray's own forms, left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise MlclsError(f"cannot reach the Ray cluster at {address} "
+                         f"({exc.strerror or exc}); start it with `ray start --head` there, "
+                         "or leave out --address to run on this machine") from None
+
+
+def connect_ray(address: str | None, num_cpus: int | None):
     """Ray: the running one (a caller that started it keeps it), the cluster at ``address``,
     or a local one started here. Returns whether we started it (and so stop it)."""
     ray = _ray()
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         return False
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
+    if not address:
         ray.init(num_cpus=num_cpus, include_dashboard=False)
+        return True
+    try:
+        ray.init(address=address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise MlclsError(f"cannot join the Ray cluster at {address} ({exc}); is it running, "
+                         "and, where the cluster uses token authentication, does this "
+                         "machine have its token (RAY_AUTH_MODE=token)?") from None
     return True
 
 
@@ -668,11 +691,11 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, settings: BatchSet
     skipped = len(inputs) - len(todo)
     if not todo:
         return BatchSummary(0, 0, 0, skipped, 0.0, out.uri)
-    out.write_manifest({"settings": identity, "source": os.fspath(src),
-                        "written_by": _version()})
-    started_here = _connect(address, num_cpus)
+    started_here = connect_ray(address, num_cpus)
     ray = _ray()
     try:
+        out.write_manifest({"settings": identity, "source": os.fspath(src),
+                            "written_by": _version()})
         started = time.monotonic()
         tagged = tag_dataset(read_inputs(todo), settings, num_workers=num_workers,
                              worker=worker)
