@@ -18,6 +18,7 @@ from typing import Any
 from . import plugins
 from .catalogue import load_catalogue
 from .devices import (
+    aliases,
     engine_preference,
     fallback_chain,
     known_engines,
@@ -32,11 +33,11 @@ def collect() -> dict[str, Any]:
     cat = load_catalogue()
     state = plugins.get_state()
     rows = []
+    alias_map = aliases()
     for name in known_types():
         report = probe(name).as_dict()
-        owner = state.backends.get(name)
         report["plugin"] = state.backend_plugin.get(name)
-        report["aliases"] = list(cat.entry(name).aliases) or list(owner.aliases if owner else ())
+        report["aliases"] = [a for a, t in alias_map.items() if t == name]
         report["fallback"] = list(fallback_chain(name))
         preferred = engine_preference(name)
         report["engine_order"] = preferred

@@ -58,10 +58,21 @@ def known_engines() -> list[str]:
 
 
 def aliases() -> dict[str, str]:
-    """Alias -> type, from backends and from devices.yaml (devices.yaml wins)."""
-    found = {str(a).lower(): name for name, b in plugins.get_state().backends.items()
-             for a in b.aliases}
-    found.update(load_catalogue().aliases())
+    """Alias -> type, from devices.yaml and from backends. devices.yaml wins; a backend's alias
+    that names a type, or that an earlier backend took, is refused (and charged to its
+    plugin), so no plugin can take over another's type through an alias."""
+    found = dict(load_catalogue().aliases())
+    types = set(known_types())
+    state = plugins.get_state()
+    for name, backend in state.backends.items():
+        for alias in (str(a).lower() for a in backend.aliases):
+            if alias in types and alias != name or found.get(alias, name) != name:
+                owner = alias if alias in types else found[alias]
+                plugins.record_fault(state, state.backend_plugin.get(name, ""),
+                                     f"alias '{alias}' of '{name}' refused: it names "
+                                     f"'{owner}'")
+                continue
+            found.setdefault(alias, name)
     return found
 
 
@@ -180,6 +191,7 @@ def check_plugins() -> None:
     """Call every registered backend and engine once the way a run would (hardware probe,
     environment, each engine's probe on each available type), so that their faults are
     recorded on their ``PluginRecord``; nothing is set or kept."""
+    aliases()  # refuses (and records) aliases that name another's type
     available = []
     for kind in known_types():
         if probe(kind).available:

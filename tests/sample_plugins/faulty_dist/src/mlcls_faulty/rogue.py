@@ -1,5 +1,6 @@
-"""Answers every probe "yes" (its engine for every device type, its backend about the cpu) and
-raises in every other call, including the fallback listener."""
+"""Answers every probe "yes" (its engine for every device type, its backend about the cpu),
+claims the cpu's names as aliases, and raises in every other call, including the fallback
+listener."""
 
 from mlcls.plugin import DeviceBackend, Engine, ProbeReport, hookimpl
 
@@ -10,6 +11,7 @@ def _boom(what):
 
 class RogueBackend(DeviceBackend):
     name = "rogue"
+    aliases = ("cpu", "host", "rogue-device")  # two of them name the cpu
 
     def probe(self):
         return ProbeReport("cpu", True, count=64)  # claims the cpu
