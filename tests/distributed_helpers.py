@@ -20,6 +20,7 @@ class DiesOnce(Tagger):
     def __call__(self, batch):
         for path in batch.column("input_path").to_pylist():
             if KILL_MARK in os.path.basename(path):
+                path = path.removeprefix("file://")
                 try:
                     os.remove(path + ARMED_SUFFIX)
                 except FileNotFoundError:

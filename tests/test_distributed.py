@@ -105,7 +105,8 @@ def test_reference_images_and_unreadable_files_give_one_row_each(ray_local, refe
 def test_a_worker_killed_mid_run_still_leaves_one_row_per_input(ray_local, tiny_model,
                                                                  tiny_images, tmp_path):
     """The inference worker exits (os._exit, as in a crash) on the batch holding a marked
-    input; Ray restarts it and retries that batch: no row lost, none doubled."""
+    input; Ray restarts it and retries that batch: no row lost, none doubled. Input and
+    output are file:// URIs, read and written through pyarrow's filesystems as s3:// is."""
     src = tmp_path / "src"
     src.mkdir()
     for path in sorted(tiny_images.iterdir()):
@@ -119,11 +120,13 @@ def test_a_worker_killed_mid_run_still_leaves_one_row_per_input(ray_local, tiny_
     tiff = src / "pages.tif"
     frames[0].save(tiff, save_all=True, append_images=frames[1:])
     settings = BatchSettings(model_dir=str(tiny_model), device="cpu", batch_size=4)
-    summary = run_batch(src, tmp_path / "out", settings, worker=DiesOnce)
+    summary = run_batch(f"file://{src}", f"file://{tmp_path / 'out'}", settings,
+                        worker=DiesOnce)
     assert not armed.exists()  # the worker did die on that batch
     rows = read_rows(tmp_path / "out")
-    images = sorted(str(p) for p in src.glob("*.png"))
-    assert sorted(r["input_path"] for r in rows if r["input_path"] != str(tiff)) == images
+    images = sorted(f"file://{p}" for p in src.glob("*.png"))
+    tiff_uri = f"file://{tiff}"
+    assert sorted(r["input_path"] for r in rows if r["input_path"] != tiff_uri) == images
     assert all(r["error"] is None and r["class_ids"] is not None for r in rows)
     from mlcls import create_pipeline
 
@@ -131,7 +134,7 @@ def test_a_worker_killed_mid_run_still_leaves_one_row_per_input(ray_local, tiny_
                          model_dir=tiny_model) as pipeline:
         expected = [(r.get("page_index"), r["class_ids"]) for r in pipeline.predict(str(tiff))]
     got = sorted(((r["page_index"], r["class_ids"]) for r in rows
-                  if r["input_path"] == str(tiff)), key=lambda pair: pair[0] or 0)
+                  if r["input_path"] == tiff_uri), key=lambda pair: pair[0] or 0)
     assert got == expected
     assert summary.rows == len(rows) == 13 + len(expected) and summary.failed == 0
 
