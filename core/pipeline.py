@@ -295,8 +295,13 @@ class MultiLabelClassificationPipeline:
             }, image=loaded[0], index=index, subdir=item.subdir)
 
     def close(self) -> None:
-        for predictor in self.predictors:
-            predictor.close()
+        for predictor in getattr(self, "predictors", ()):
+            try:
+                # an engine that fails to let go is charged for it; the other predictors and
+                # the pools are still released
+                self._call("close", predictor.close)
+            except MlclsError as exc:
+                log.warning("%s", exc)
         for pool in ("_pool", "_runners"):
             if getattr(self, pool, None) is not None:
                 getattr(self, pool).shutdown(wait=False, cancel_futures=True)

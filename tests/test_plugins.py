@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from importlib import metadata
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from mlcls import create_pipeline, plugins
+from mlcls.catalogue import load_catalogue
 from mlcls.cli import main
 from mlcls.devices import parse_device, resolve_device
 from mlcls.errors import DeviceError, UsageError
@@ -98,8 +100,10 @@ def test_import_mlcls_survives_a_broken_plugin_and_stays_light():
 
 
 class _Quiet(Predictor):
+    classes = 5  # the tiny model's label_list
+
     def run(self, batch):
-        return np.zeros((len(batch), 4), np.float32)
+        return np.zeros((len(batch), self.classes), np.float32)
 
     def placement(self):
         return Placement("cpu")
@@ -146,8 +150,9 @@ def test_engine_faults_name_the_plugin_and_stay_out_of_the_cpu(tiny_model):
         assert any("placement" in f for f in state.record("liar").faults)
         assert not state.record("cpu").faults
         with create_pipeline(model_dir=tiny_model, device="cpu") as pipe:
-            assert pipe.engine_name == "paddle"  # auto keeps devices.yaml's order
-            assert pipe.placements[0].engine == "paddle"
+            # auto keeps devices.yaml's order: the faulty engines are never tried
+            first = load_catalogue().entry("cpu").engines[0]
+            assert pipe.engine_name == first and pipe.placements[0].engine == first
     finally:
         plugins.reset()
 
@@ -190,5 +195,25 @@ def test_registrations_that_are_not_backends_or_have_bad_names_are_refused():
         assert any("registered a object, not a DeviceBackend" in f for f in record.faults)
         assert sum("bad name" in f for f in record.faults) == 2
         assert parse_device("FINE:0").type == "fine"
+    finally:
+        plugins.reset()
+
+
+def test_a_predictor_that_fails_to_close_is_charged_and_the_rest_closes(tiny_model, caplog):
+    class Sticky(_Quiet):
+        def close(self):
+            raise OSError("device busy")
+
+    plugins.reset()
+    try:
+        plugins.register_module(_engine_plugin(
+            "sticky", create_predictor=lambda self, *a: Sticky()), name="sticky")
+        pipe = create_pipeline(model_dir=tiny_model, device="cpu", engine="sticky")
+        with caplog.at_level(logging.WARNING):
+            pipe.close()
+        assert pipe._pool is None or pipe._pool._shutdown
+        assert any("plugin 'sticky': close of engine 'sticky' raised OSError: device busy"
+                   in r.getMessage() for r in caplog.records)
+        assert any("close" in f for f in plugins.get_state().record("sticky").faults)
     finally:
         plugins.reset()
