@@ -233,13 +233,16 @@ def test_devices_map_onto_ray_resources():
         plan_workers("xpu", {"CPU": 2}, None)
 
 
-def test_inputs_are_listed_from_folders_globs_and_listings(tmp_path, tiny_images):
+def test_inputs_are_listed_from_folders_globs_and_listings(tmp_path, tiny_images,
+                                                          monkeypatch):
     assert list_inputs(tiny_images) == sorted(str(p) for p in tiny_images.glob("*.png"))
     sub = tmp_path / "a" / "b"
     sub.mkdir(parents=True)
     (sub / "x.jpg").write_bytes(b"x")
     (sub / "notes.txt").write_text("not an image")
     assert list_inputs(tmp_path / "a") == [str(sub / "x.jpg")]
+    monkeypatch.chdir(tmp_path)  # relative paths come out absolute: Ray's workers are elsewhere
+    assert list_inputs("a") == [str(sub / "x.jpg")]
     assert list_inputs(str(tmp_path / "a" / "**" / "*.jpg")) == [str(sub / "x.jpg")]
     (tmp_path / "list.csv").write_text("id,path\n1,a/b/x.jpg\n2,https://host.invalid/y.png\n")
     assert list_inputs(tmp_path / "list.csv") == [str(sub / "x.jpg"),

@@ -97,7 +97,8 @@ class BatchSettings:
 
             object.__setattr__(self, "pipeline", load_pipeline_config(self.pipeline))
         if self.model_dir is not None:
-            object.__setattr__(self, "model_dir", os.fspath(self.model_dir))
+            # Absolute, since Ray's workers do not run in this process's folder.
+            object.__setattr__(self, "model_dir", _absolute(os.fspath(self.model_dir)))
 
     def pipeline_kwargs(self, device: str | None = None) -> dict[str, Any]:
         """``create_pipeline``'s keyword arguments, on ``device`` (default: ours).
@@ -192,6 +193,12 @@ def _is_url(text: str) -> bool:
     return text[:8].lower().startswith(("http://", "https://"))
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute (Ray's workers do not share this process's folder); URLs
+    and URIs as they are."""
+    return path if _is_url(path) or _is_uri(path) else os.path.abspath(path)
+
+
 def _filesystem(uri: str):
     from pyarrow import fs as pafs
 
@@ -264,7 +271,7 @@ def list_inputs(src: str | os.PathLike) -> list[str]:
         found = _list_remote(src)
     else:
         found = _list_local(src)
-    unique = list(dict.fromkeys(found))
+    unique = list(dict.fromkeys(_absolute(p) for p in found))
     if len(unique) < len(found):
         log.warning("%s: %d input(s) listed more than once are tagged once", src,
                     len(found) - len(unique))
@@ -337,7 +344,7 @@ def read_inputs(src: str | os.PathLike | Iterable[str], *, blocks: int | None = 
     paths or URLs is taken as it is."""
     ray = _ray()
     paths = (list_inputs(src) if isinstance(src, (str, os.PathLike))
-             else [os.fspath(p) for p in src])
+             else [_absolute(os.fspath(p)) for p in src])
     return ray.data.from_items([{"input_path": p} for p in paths],
                                override_num_blocks=blocks or _blocks_for(len(paths)))
 
