@@ -1,6 +1,7 @@
-"""A predictor on Paddle Inference, shared by every backend that runs Paddle.
+"""A predictor on Paddle Inference, shared by every engine that runs Paddle (the built-in
+``paddle`` engine, and plugins such as the example ``sim`` engine).
 
-Each backend passes a ``configure`` callback that sets its device on the ``paddle.inference
+Each engine passes a ``configure`` callback that sets its device on the ``paddle.inference
 .Config``; everything else (loading, I/O handles, placement read-back) is the same for all.
 Paddle is imported here, lazily, so that ``import mlcls`` stays fast.
 """
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
-from .interfaces import Placement, Predictor
 from .model import ModelSpec
+from .plugin import Placement, Predictor
 
 _import_lock = threading.Lock()
 
