@@ -132,8 +132,9 @@ def test_a_worker_killed_mid_run_still_leaves_one_row_per_input(ray_local, tiny_
 
     with create_pipeline("multi_label_image_classification", device="cpu",
                          model_dir=tiny_model) as pipeline:
-        expected = [(r.get("page_index"), r["class_ids"]) for r in pipeline.predict(str(tiff))]
-    got = sorted(((r["page_index"], r["class_ids"]) for r in rows
+        expected = [(r.get("page_index"), r["class_ids"], r.get("engine"))
+                    for r in pipeline.predict(str(tiff))]
+    got = sorted(((r["page_index"], r["class_ids"], r["engine"]) for r in rows
                   if r["input_path"] == tiff_uri), key=lambda pair: pair[0] or 0)
     assert got == expected
     assert summary.rows == len(rows) == 13 + len(expected) and summary.failed == 0

@@ -39,7 +39,7 @@ from ..errors import InputError, MlclsError, UsageError
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ("input_path", "page_index", "class_ids", "scores", "label_names", "device",
-                  "error")
+                  "engine", "error")
 MANIFEST_NAME = "_mlcls_batch.json"
 ROWS_PER_FILE = 1000
 LISTING_SUFFIXES = (".txt", ".lst", ".csv", ".parquet")
@@ -436,6 +436,7 @@ def result_schema():
     return pa.schema([("input_path", pa.string()), ("page_index", pa.int64()),
                       ("class_ids", pa.list_(pa.int64())), ("scores", pa.list_(pa.float64())),
                       ("label_names", pa.list_(pa.string())), ("device", pa.string()),
+                      ("engine", pa.string()),
                       ("error", pa.string())])
 
 
@@ -476,7 +477,8 @@ class Tagger:
                 text = str(data.get("error") or "inference failed")
                 out["error"][i] = _LIST_PLACE.sub("", text, count=1)
                 continue
-            for key in ("class_ids", "scores", "label_names", "device"):
+            # "engine" is null where the pipeline's results do not name one.
+            for key in ("class_ids", "scores", "label_names", "device", "engine"):
                 out[key][i] = data.get(key)
         return pa.table(out, schema=result_schema())
 
