@@ -224,6 +224,9 @@ def test_devices_map_onto_ray_resources():
     cpu = plan_workers("cpu", {"CPU": 64}, None, nodes=3)
     assert (cpu.num_workers, cpu.device, cpu.num_gpus) == (3, "cpu", 0.0)
     assert plan_workers(None, {}, None).device is None
+    # Ray not running yet (`serve run` builds the app before it joins Ray): nothing to check
+    unknown = plan_workers("gpu", None, None)
+    assert (unknown.num_workers, unknown.device, unknown.num_gpus) == (1, "gpu:0", 1.0)
     with pytest.raises(UsageError, match="pass the type alone"):
         plan_workers("gpu:1", {"GPU": 4}, None)
     with pytest.raises(UsageError, match="no 'GPU' resource"):
@@ -305,6 +308,8 @@ def test_serve_run_target_reads_its_key_value_arguments(tiny_model):
     pipeline_args, serving = deployment.init_args
     assert pipeline_args["threshold"] == 0.3 and pipeline_args["device"] == "cpu"
     assert serving.max_queue == 16
+    gpu = build_app({"model_dir": str(tiny_model), "device": "gpu"})._bound_deployment
+    assert gpu.ray_actor_options["num_gpus"] == 1 and gpu.init_args[0]["device"] == "gpu:0"
     with pytest.raises(UsageError, match="unknown argument.*modeldir"):
         build_app({"modeldir": str(tiny_model)})
 

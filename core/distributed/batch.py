@@ -148,13 +148,15 @@ def device_type_only(device: str | None):
     return parsed
 
 
-def plan_workers(device: str | None, cluster: dict[str, float], num_workers: int | None,
-                 nodes: int = 1) -> WorkerPlan:
+def plan_workers(device: str | None, cluster: dict[str, float] | None,
+                 num_workers: int | None, nodes: int = 1) -> WorkerPlan:
     """Map ``--device`` onto Ray's resource requests. ``gpu`` and ``npu`` workers ask Ray for
     one device each (Ray masks the rest, so each sees its own as id 0): by default one worker
     per device in the cluster. Other accelerator types ask for a custom resource of the type's
     upper-case name (``ray start --resources '{"XPU": 1}'``). ``cpu`` and ``auto`` workers ask
-    for one CPU; by default one per node, since each engine already computes on every core."""
+    for one CPU; by default one per node, since each engine already computes on every core.
+    ``cluster`` is Ray's ``cluster_resources()``, or None where Ray is not running yet
+    (``serve run`` builds the app first): then nothing is checked and the default is one."""
     from ..devices import AUTO
 
     if num_workers is not None and (isinstance(num_workers, bool) or num_workers < 1):
@@ -165,6 +167,8 @@ def plan_workers(device: str | None, cluster: dict[str, float], num_workers: int
     if parsed.type == "cpu":
         return WorkerPlan(num_workers or max(1, nodes), "cpu")
     resource = _RAY_MASKED.get(parsed.type, parsed.type.upper())
+    if cluster is None:
+        cluster = {resource: float(num_workers or 1)}
     have = int(cluster.get(resource, 0))
     if have < 1:
         raise UsageError(f"device '{device}': the Ray cluster has no '{resource}' resource "
@@ -505,7 +509,7 @@ def tag_dataset(dataset, settings: BatchSettings | None = None, *,
     if "input_path" not in dataset.schema().names:
         raise UsageError("the dataset needs an 'input_path' column (paths, URLs or URIs)")
     settings.pipeline_kwargs()  # refuse an unsupported engine here, not in every worker
-    resources = ray.cluster_resources() if ray.is_initialized() else {}
+    resources = ray.cluster_resources() if ray.is_initialized() else None
     nodes = sum(1 for n in ray.nodes() if n.get("Alive")) if ray.is_initialized() else 1
     plan = plan_workers(settings.device, resources, num_workers, nodes)
     decoded = dataset.select_columns(["input_path"]).map_batches(

@@ -56,8 +56,8 @@ def mlcls_app(settings: BatchSettings, serve_settings: ServeSettings | None = No
     if cluster is None:
         import ray
 
-        cluster = ray.cluster_resources() if ray.is_initialized() else {}
-    plan = plan_workers(settings.device, cluster, None)
+        cluster = ray.cluster_resources() if ray.is_initialized() else None
+    plan = plan_workers(settings.device, cluster, None)  # one device per replica
     actor: dict[str, Any] = {"num_cpus": plan.num_cpus}
     if plan.num_gpus:
         actor["num_gpus"] = plan.num_gpus
