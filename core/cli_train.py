@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default {d.batch_size}")
     p.add_argument("--learning_rate", type=float, default=d.learning_rate,
                    help=f"peak AdamW learning rate, default {d.learning_rate}")
+    p.add_argument("--head_lr", type=float, default=d.head_lr,
+                   help=f"the ML-Decoder head's learning rate as a multiple of "
+                   f"--learning_rate, default {d.head_lr}")
     p.add_argument("--weight_decay", type=float, default=d.weight_decay,
                    help=f"AdamW weight decay, default {d.weight_decay}")
     p.add_argument("--warmup_epochs", type=float, default=d.warmup_epochs,
@@ -64,8 +67,8 @@ def main(argv: list[str]) -> int:
                       learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                       warmup_epochs=args.warmup_epochs, image_size=args.image_size,
                       loss=args.loss, pretrained=args.pretrained, resume=args.resume,
-                      seed=args.seed, workers=args.workers, keep_last=args.keep_last,
-                      augment=aug)
+                      seed=args.seed, workers=args.workers, head_lr=args.head_lr,
+                      keep_last=args.keep_last, augment=aug)
     try:
         Trainer(cfg).run()
     except KeyboardInterrupt:

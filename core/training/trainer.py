@@ -42,6 +42,7 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     workers: int = 0  # data threads; 0: up to 4, one per core
+    head_lr: float = 1.0  # the ML-Decoder's learning rate, as a multiple of the backbone's
     keep_last: int = 2  # epoch_N checkpoints kept besides best_model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -125,6 +126,8 @@ class Trainer:
                 raise UsageError(f"--{name} must be at least 1, got {value}")
         if not cfg.learning_rate > 0:
             raise UsageError(f"--learning_rate must be positive, got {cfg.learning_rate}")
+        if not cfg.head_lr > 0:
+            raise UsageError(f"--head_lr must be positive, got {cfg.head_lr}")
         if cfg.keep_last < 1:
             raise UsageError(f"--keep_last must be at least 1, got {cfg.keep_last}")
         if cfg.workers < 0:
@@ -249,6 +252,9 @@ class Trainer:
         net = build_model(cfg.model, dataset.num_classes)
         if cfg.pretrained and resume_from is None:
             self.say(load_pretrained(net, cfg.pretrained, cfg.model).summary())
+        for key, param in net.named_parameters():
+            if key.startswith("fc."):  # a multiplier Paddle's optimizers honour per tensor
+                param.optimize_attr["learning_rate"] = cfg.head_lr
         opt = paddle.optimizer.AdamW(cfg.learning_rate, parameters=net.parameters(),
                                      weight_decay=cfg.weight_decay,
                                      apply_decay_param_fun=_decay_filter(net))
