@@ -322,3 +322,24 @@ def test_an_unreachable_cluster_is_said_at_once(tmp_path, tiny_model, tiny_image
     assert status == 1
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written before Ray was there
+
+
+def test_resume_names_a_result_file_it_cannot_read(tmp_path, tiny_model, tiny_images, capsys):
+    """A Parquet file cut short by a killed run is named, not skipped (its inputs would be
+    tagged again beside its remains); a folder mlcls did not write is not resumed into."""
+    import json
+
+    from mlcls.distributed.batch import MANIFEST_NAME
+
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "cut.parquet").write_bytes(b"PAR1 and then nothing")
+    args = ["batch", "--input", str(tiny_images), "--output", str(dst), "--pipeline",
+            "multi_label_image_classification", "--model_dir", str(tiny_model), "--resume"]
+    assert cli_main(args) == 2
+    assert "holds files but no _mlcls_batch.json" in capsys.readouterr().err
+    identity = BatchSettings(model_dir=str(tiny_model)).identity()
+    (dst / MANIFEST_NAME).write_text(json.dumps({"settings": identity}))
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{dst / 'cut.parquet'}: cannot read this result file" in err and "remove it" in err
