@@ -201,7 +201,8 @@ backend.environment = lambda options, real=backend.environment: (
     seen.append(("cpu", "paddle" in sys.modules)) or real(options))
 engine.environment = lambda kind, options, real=engine.environment: (
     seen.append(("paddle", "paddle" in sys.modules)) or real(kind, options))
-create_pipeline("multi_label_image_classification", device=sys.argv[2], model_dir=sys.argv[1])
+create_pipeline("multi_label_image_classification", device=sys.argv[2], model_dir=sys.argv[1],
+                engine="paddle")
 print(seen)
 """
 
