@@ -19,7 +19,7 @@ def no_blocktime(monkeypatch):
 
 def _build(model_dir, **device_options):
     create_pipeline("multi_label_image_classification", device="cpu", model_dir=model_dir,
-                    device_options=device_options or None).close()
+                    engine="paddle", device_options=device_options or None).close()
 
 
 def test_the_catalogue_value_reaches_the_environment(tiny_model, no_blocktime):
