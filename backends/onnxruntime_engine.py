@@ -109,7 +109,7 @@ def session_options(ort, device_type: str, options: dict[str, Any]):
         # only compete with the first for the same cores
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if not options.get("spinning", True):
+        if not options.get("spinning", False):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
@@ -199,8 +199,10 @@ class OnnxRuntimePredictor(Predictor):
         device_eps = [p for p in kept if p != CPU_EP]
         where = f"{self.source.origin} {self.source.path.name}"
         if self.device_type == "cpu":
-            return Placement("cpu", f"{CPU_EP}, {self._threads} threads, graph optimisation "
-                                    f"{self._level}, ONNX from {where}", NAME)
+            # `cpu:0,1` asks for one session per id (each with its own threads)
+            at = "cpu" if self.device_id is None else f"cpu:{self.device_id}"
+            return Placement(at, f"{CPU_EP}, {self._threads} threads, graph optimisation "
+                                 f"{self._level}, ONNX from {where}", NAME)
         if not device_eps:
             return Placement("cpu", f"ONNX Runtime kept only {CPU_EP} although "
                                     f"{', '.join(self.asked)} was asked (the provider failed "

@@ -10,6 +10,15 @@ from modelgen import export_tiny_model
 from shared_paths import REFERENCE
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_mlcls_home(tmp_path_factory):
+    """What the tests make in mlcls's cache (ONNX conversions, tuning records) goes to a
+    folder of the session, never the user's ~/.cache/mlcls; subprocesses inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLCLS_HOME", str(tmp_path_factory.mktemp("mlcls-home")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 5-class random-weight model with a 32x32 input (session-wide, read-only)."""

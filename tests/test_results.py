@@ -21,7 +21,8 @@ def test_result_keys_and_files(pipeline, image_dir, tmp_path):
     res = next(pipeline.predict(str(image_dir / "a.jpg")))
     assert list(res) == ["input_path", "page_index", "class_ids", "scores", "label_names",
                          "device", "engine"]
-    assert res["page_index"] is None and res["device"] == "cpu" and res["engine"] == "paddle"
+    assert res["page_index"] is None and res["device"] == "cpu"
+    assert res["engine"] == pipeline.placements[0].engine  # the engine auto chose
     assert res.json == {"res": dict(res)}
     json_path, img_path = res.save_all(tmp_path)
     assert json_path == tmp_path / "a_res.json"
