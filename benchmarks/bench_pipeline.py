@@ -1,11 +1,13 @@
-"""mlcls against PaddleX on the same model, images and thread budget, side by side.
+"""mlcls (each engine) against PaddleX on the same model, images and thread budget, side by side.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--paddlex-python ~/paddlex-env/bin/python]
+        [--engines auto,paddle,onnxruntime,openvino] [--paddlex-threads 2]
 
 Each measurement runs in its own fresh subprocess (so cold start and peak RSS are real), the
 repetitions are interleaved (mlcls b1, mlcls b8, PaddleX b1, PaddleX b8, then PaddleX first,
 and so on) and the table shows medians, so that drift in a shared machine's speed hits both
-sides alike. The ratio column is mlcls's advantage (> 1: mlcls is better).
+sides alike. Each mlcls engine in ``--engines`` is a side of its own (``auto`` is mlcls's
+default choice); the ratio columns are each side's advantage over PaddleX (> 1: better).
 
 Per worker process (one framework, one batch size):
   cold start   process exec -> the first result of ``predict(<one image>)``, split into the
@@ -17,6 +19,9 @@ Per worker process (one framework, one batch size):
   CPU time     the process's CPU seconds (every thread, spinning included) per image during
                that stream: steadier than wall time on a shared machine;
   peak RSS     the process's ``ru_maxrss`` at the end.
+and, in a process of its own per side and repetition:
+  whole run    exec -> exit of a process that tags every image once at batch 8 (import,
+               pipeline creation, all images, exit), timed by the parent.
 mlcls's b1 workers also time each stage of its pipeline one image at a time (decode, resize,
 normalise, inference, postprocess) and the same stages back to back over all the images.
 
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +59,8 @@ def _paths(images: str) -> list[str]:
     return sorted(str(p) for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _mlcls_factory(model: str, batch: int, threads: int, loaders: int | None = None):
+def _mlcls_factory(model: str, batch: int, threads: int, loaders: int | None = None,
+                   engine: str = "auto"):
     t = time.perf_counter()
     import mlcls
     from mlcls import create_pipeline  # noqa: F401 - the import a user's program does
@@ -63,9 +70,10 @@ def _mlcls_factory(model: str, batch: int, threads: int, loaders: int | None = N
 
     def create():
         pipeline = create_pipeline("multi_label_image_classification", device="cpu",
-                                   model_dir=model, batch_size=batch,
+                                   model_dir=model, batch_size=batch, engine=engine,
                                    device_options=options)
-        return pipeline, pipeline.placements[0].detail
+        placement = pipeline.placements[0]
+        return pipeline, f"{placement.engine}: {placement.detail}"
 
     def labels(res) -> list[int]:
         return list(res["class_ids"])
@@ -133,16 +141,31 @@ def _mlcls_stages(pipeline, paths: list[str]) -> dict[str, float]:
 
 
 STAGES = ("decode (read + cv2.imdecode + BGR->RGB)", "resize (PIL bilinear)",
-          "normalise + CHW (collate)", "inference (Paddle predictor)", "postprocess")
+          "normalise + CHW (collate)", "inference (the engine's predictor)", "postprocess")
 SEQUENTIAL = "sequential img/s"
+
+
+def _factory(args: argparse.Namespace):
+    if args.worker == "mlcls":
+        return _mlcls_factory(args.model, args.batch, args.threads, loaders=args.mlcls_loaders,
+                              engine=args.engine)
+    return _paddlex_factory(args.model, args.batch, args.threads)
+
+
+def run_whole(args: argparse.Namespace) -> dict:
+    """Tag every image once and exit: what a user's one-off run costs (the parent times it
+    from exec to exit)."""
+    paths = _paths(args.images)
+    _, create, _, _ = _factory(args)
+    pipeline, _ = create()
+    n = sum(1 for _ in pipeline.predict(paths))
+    return {"images": n, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_worker(args: argparse.Namespace) -> dict:
     t0 = float(os.environ.get(ENV_T0) or time.time())
     paths = _paths(args.images)
-    factory = _mlcls_factory if args.worker == "mlcls" else _paddlex_factory
-    extra = {"loaders": args.mlcls_loaders} if args.worker == "mlcls" else {}
-    t_import, create, labels, version = factory(args.model, args.batch, args.threads, **extra)
+    t_import, create, labels, version = _factory(args)
     t = time.perf_counter()
     pipeline, engine = create()
     t_create = time.perf_counter() - t
@@ -168,6 +191,8 @@ def run_worker(args: argparse.Namespace) -> dict:
     cpu_ms = (time.process_time() - cpu) / n * 1e3
     stages = _mlcls_stages(pipeline, paths) if args.worker == "mlcls" and args.batch == 1 \
         else {}
+    if hasattr(pipeline, "close"):
+        pipeline.close()
     return {
         "framework": args.worker, "version": version, "engine": engine, "batch": args.batch,
         "stages": stages,
@@ -182,25 +207,42 @@ def run_worker(args: argparse.Namespace) -> dict:
 
 # -- parent side ---------------------------------------------------------------------------------
 
-def spawn(python: str, framework: str, batch: int, args: argparse.Namespace) -> dict:
+def spawn(side: Side, batch: int, args: argparse.Namespace, whole: bool = False) -> dict:
     env = dict(os.environ)
     env.update({"GLOG_minloglevel": "2", "PYTHONWARNINGS": "ignore"})
-    if framework == "paddlex":
+    threads = args.threads
+    if side.framework == "paddlex":
         env.update(args.paddlex_env)
-    cmd = [python, str(Path(__file__).resolve()), "--worker", framework, "--batch", str(batch),
-           "--threads", str(args.threads), "--model", args.model, "--images", args.images]
+        threads = args.paddlex_threads or args.threads
+    cmd = [side.python, str(Path(__file__).resolve()), "--worker", side.framework,
+           "--batch", str(batch), "--threads", str(threads), "--model", args.model,
+           "--images", args.images, "--engine", side.engine]
     if args.mlcls_loaders is not None:
         cmd += ["--mlcls-loaders", str(args.mlcls_loaders)]
+    if whole:
+        cmd.append("--whole")
     with tempfile.TemporaryFile("w+") as err:
         env[ENV_T0] = repr(time.time())
+        start = time.perf_counter()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
                               timeout=args.timeout)
+        wall = time.perf_counter() - start
         if proc.returncode != 0:
             err.seek(0)
             tail = err.read()[-3000:]
-            raise SystemExit(f"{framework} worker (batch {batch}) failed with exit status "
+            raise SystemExit(f"{side.name} worker (batch {batch}) failed with exit status "
                              f"{proc.returncode}:\n{tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["whole_s"] = wall
+    return out
+
+
+@dataclass(frozen=True)
+class Side:
+    name: str  # column title
+    framework: str  # mlcls | paddlex
+    python: str
+    engine: str = "auto"
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -227,29 +269,45 @@ ROWS = [  # (label, key, format, higher is better)
 ]
 
 
-def table(results: dict[tuple[str, int], list[dict]], frameworks: list[str]) -> str:
-    head = [f"measure (median of {len(next(iter(results.values())))})", *frameworks]
-    if len(frameworks) == 2:
-        head.append("mlcls/PaddleX (>1 = mlcls better)")
+def table(results: dict[tuple[str, int], list[dict]], names: list[str]) -> str:
+    """One column per side; with PaddleX measured, one ratio column per mlcls side."""
+    mine = [n for n in names if n != "paddlex"]
+    ratios = "paddlex" in names
+    head = [f"measure (median of {len(next(iter(results.values())))})", *names]
+    if ratios:
+        head += [f"{n}/PaddleX" for n in mine]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for b in BATCHES:
         for label, key, fmt, higher in ROWS:
             if key in ("import_s",) and b != BATCHES[0]:
                 continue
             cells = [label.format(b=b)]
-            values = [median_of(results[(f, b)], key) for f in frameworks]
-            cells += [fmt.format(v) for v in values]
-            if len(frameworks) == 2:
-                cells.append(_ratio(values[0], values[1], higher))
+            values = {n: median_of(results[(n, b)], key) for n in names}
+            cells += [fmt.format(values[n]) for n in names]
+            if ratios:
+                cells += [_ratio(values[n], values["paddlex"], higher) for n in mine]
             lines.append("| " + " | ".join(cells) + " |")
+    if (names[0], WHOLE) in results:
+        values = {n: median_of(results[(n, WHOLE)], "whole_s") for n in names}
+        cells = [f"whole run: exec -> exit, {len(results[(names[0], WHOLE)])} runs, "
+                 f"all images at b{WHOLE_BATCH} (s)"]
+        cells += [f"{values[n]:.2f}" for n in names]
+        if ratios:
+            cells += [_ratio(values[n], values["paddlex"], False) for n in mine]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def agreement(results: dict[tuple[str, int], list[dict]]) -> str:
-    a = results[("mlcls", 1)][0]["labels"]
+def agreement(results: dict[tuple[str, int], list[dict]], name: str) -> str:
+    a = results[(name, 1)][0]["labels"]
     b = results[("paddlex", 1)][0]["labels"]
     same = sum(1 for k in a if a[k] == b.get(k))
-    return f"label sets at the model's threshold identical for {same}/{len(a)} images"
+    return (f"{name}: label sets at the model's threshold identical to PaddleX's for "
+            f"{same}/{len(a)} images")
+
+
+WHOLE = 0  # results key of the whole-run measurements
+WHOLE_BATCH = 8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=str(REFERENCE / "model" / "PP-LCNet_x1_0_ML"))
     p.add_argument("--images", default=str(REFERENCE / "images"))
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                   help="inference threads for both sides (default: the available cores)")
+                   help="inference threads for every side (default: the available cores)")
+    p.add_argument("--paddlex-threads", type=int, metavar="N",
+                   help="PaddleX's threads instead of --threads (its best here: 2; its "
+                   "default: 10)")
+    p.add_argument("--engines", default="auto",
+                   help="mlcls engines to measure, comma separated, each a side of its own "
+                   "(auto = mlcls's default choice; e.g. auto,paddle,onnxruntime,openvino)")
+    p.add_argument("--no-whole", action="store_true",
+                   help="skip the whole-run processes (exec -> exit)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median)")
     p.add_argument("--mlcls-loaders", type=int, metavar="N",
                    help="mlcls's device option 'loaders' (threads decoding ahead; default: "
@@ -271,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["mlcls", "paddlex"], help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--engine", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     pairs = [item.partition("=") for item in args.paddlex_env]
     if any(not name or not eq for name, eq, _ in pairs):
@@ -279,25 +347,32 @@ def main(argv: list[str] | None = None) -> int:
     args.model = str(Path(args.model).expanduser().resolve())
     args.images = str(Path(args.images).expanduser().resolve())
     if args.worker:
-        print(json.dumps(run_worker(args)))
+        print(json.dumps(run_whole(args) if args.whole else run_worker(args)))
         return 0
 
-    sides = [("mlcls", sys.executable)]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    sides = [Side("mlcls" if e == "auto" else f"mlcls-{e}", "mlcls", sys.executable, e)
+             for e in engines]
     if args.paddlex_python:
-        sides.append(("paddlex", str(Path(args.paddlex_python).expanduser())))
+        sides.append(Side("paddlex", "paddlex", str(Path(args.paddlex_python).expanduser())))
     if args.only:
-        sides = [s for s in sides if s[0] == args.only]
+        sides = [s for s in sides if s.framework == args.only]
     results: dict[tuple[str, int], list[dict]] = {}
     for rep in range(args.repeat):
         # Alternate who goes first, so that a slow spell does not always hit the same side.
-        for framework, python in (sides if rep % 2 == 0 else sides[::-1]):
+        for side in (sides if rep % 2 == 0 else sides[::-1]):
             for b in BATCHES:
-                r = spawn(python, framework, b, args)
-                results.setdefault((framework, b), []).append(r)
-                print(f"rep {rep + 1} {framework:7s} b{b}: {r['throughput']:.1f} img/s, "
+                r = spawn(side, b, args)
+                results.setdefault((side.name, b), []).append(r)
+                print(f"rep {rep + 1} {side.name:17s} b{b}: {r['throughput']:.1f} img/s, "
                       f"{r['lat_median_ms']:.1f} ms/img, cold {r['cold_s']:.2f} s, "
                       f"{r['rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-    frameworks = [s[0] for s in sides]
+            if not args.no_whole:
+                r = spawn(side, WHOLE_BATCH, args, whole=True)
+                results.setdefault((side.name, WHOLE), []).append(r)
+                print(f"rep {rep + 1} {side.name:17s} whole run b{WHOLE_BATCH}: "
+                      f"{r['whole_s']:.2f} s", file=sys.stderr, flush=True)
+    frameworks = [s.name for s in sides]
     first = {f: results[(f, 1)][0] for f in frameworks}
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs "
           f"({len(os.sched_getaffinity(0))} available), {_cpu_name()}; "
@@ -313,19 +388,25 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join(f"{k}={v}" for k, v in args.paddlex_env.items()))
     if args.mlcls_loaders is not None:
         print(f"mlcls device option: loaders={args.mlcls_loaders}")
-    print(f"thread budget: {args.threads} inference threads on each side\n")
+    print(f"thread budget: {args.threads} inference threads on each mlcls side, "
+          f"{args.paddlex_threads or args.threads} for PaddleX\n")
     print(table(results, frameworks))
-    if len(frameworks) == 2:
-        print("\n" + agreement(results))
-    if ("mlcls", 1) in results:
-        runs = results[("mlcls", 1)]
-        print("\nmlcls stages, one image at a time with no overlap (ms/img, median of the "
+    if "paddlex" in frameworks:
+        print()
+        for name in frameworks:
+            if name != "paddlex":
+                print(agreement(results, name))
+    for name in frameworks:
+        if name == "paddlex":
+            continue
+        runs = results[(name, 1)]
+        print(f"\n{name} stages, one image at a time with no overlap (ms/img, median of the "
               f"{len(runs)} b1 runs' medians):")
         total = 0.0
-        for name in STAGES:
-            value = statistics.median(r["stages"][name] for r in runs)
+        for stage in STAGES:
+            value = statistics.median(r["stages"][stage] for r in runs)
             total += value
-            print(f"  {name:42s} {value:6.2f}")
+            print(f"  {stage:42s} {value:6.2f}")
         print(f"  {'sum':42s} {total:6.2f}")
         seq = [r["stages"][SEQUENTIAL] for r in runs if SEQUENTIAL in r["stages"]]
         if seq:
