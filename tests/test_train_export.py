@@ -94,6 +94,24 @@ def test_export_command(trained, tmp_path, capsys):
     assert "checkpoint weights not found" in capsys.readouterr().err
 
 
+def test_export_format_onnx_from_a_checkpoint(trained, tmp_path):
+    paddle_dir, onnx_dir = tmp_path / "paddle", tmp_path / "onnx"
+    assert main(["export", "--checkpoint", str(trained / "epoch_1"), "--output",
+                 str(paddle_dir)]) == 0
+    assert main(["export", "--format", "onnx", "--checkpoint", str(trained / "epoch_1"),
+                 "--output", str(onnx_dir)]) == 0
+    assert sorted(p.name for p in onnx_dir.iterdir()) == ["inference.onnx", "inference.yml"]
+    image = np.full((40, 50, 3), 90, np.uint8)
+    scores = []
+    for model_dir, engine in ((paddle_dir, "paddle"), (onnx_dir, "onnxruntime")):
+        with mlcls.create_pipeline("multi_label_image_classification", device="cpu",
+                                   model_dir=model_dir, engine=engine) as pipeline:
+            res = next(iter(pipeline.predict(image, threshold=0.0)))
+        scores.append(dict(zip(res["class_ids"], res["scores"])))
+    assert scores[0].keys() == scores[1].keys()
+    assert all(abs(scores[0][k] - scores[1][k]) < 1e-4 for k in scores[0])
+
+
 def test_eval_json_and_calibration(trained, tiny_dataset, tmp_path, capsys):
     import shutil
 
