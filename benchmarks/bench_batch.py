@@ -13,9 +13,10 @@ the model's loading and, for `mlcls batch`, starting a local Ray and its workers
                row written (Ray's start and shutdown left out).
 
 Then, in this process, the two stages' rates alone: decoding (what each CPU task does, one
-core) and inference (what one worker does, on decoded images), from which the table of
-expected throughput for N workers is derived: N workers are bounded by N x the inference
-rate, and by (decoding cores x the decoding rate). These are estimates, printed as such.
+core) and inference (what one worker does, on decoded images), from which the throughput of
+N nodes like this one is estimated (their cores shared by both stages), and the decoding
+cores an accelerator worker needs beside it. These are estimates, printed as such: one host
+cannot measure a cluster.
 """
 
 from __future__ import annotations
@@ -117,14 +118,20 @@ def main() -> None:
     print(f"{'mlcls batch (exec to exit)':<28}{med(batch):>9.1f}{n / med(batch):>10.1f}")
     print(f"{'mlcls batch (steady)':<28}{'':>9}{med(steady):>10.1f}")
     print(f"Ray's fixed cost on one host: {med(batch) - med(plain):+.1f} s per run")
-    print(f"\n# stage rates here: decoding {decode_rate:.1f} images/s per core, inference "
-          f"{infer_rate:.1f} images/s per worker (one engine on {os.cpu_count()} cores)")
-    print("# expected throughput of N such workers, each on its own node, decoding on "
-          "the node's other cores (estimate: min(N x inference, N x cores x decoding))")
-    print(f"{'workers':>8}{'images/s':>10}")
     cores = os.cpu_count() or 1
-    for workers in (1, 2, 4, 8, 16):
-        print(f"{workers:>8}{min(workers * infer_rate, workers * cores * decode_rate):>10.1f}")
+    # A CPU node's cores share decoding and inference: per image it spends 1/infer seconds of
+    # all its cores plus 1/decode seconds of one core.
+    per_node = 1.0 / (1.0 / infer_rate + 1.0 / (decode_rate * cores))
+    print(f"\n# stage rates here: decoding {decode_rate:.1f} images/s per core; inference "
+          f"{infer_rate:.1f} images/s per worker (one engine on {cores} cores)")
+    print(f"# estimate for nodes like this one, one CPU worker each: {per_node:.1f} images/s "
+          "per node = 1 / (1/inference + 1/(cores x decoding)), times the nodes while the "
+          "storage keeps up")
+    print(f"{'nodes':>8}{'images/s':>10}")
+    for nodes in (1, 2, 4, 8, 16):
+        print(f"{nodes:>8}{nodes * per_node:>10.1f}")
+    print(f"# an accelerator worker inferring R images/s needs R / {decode_rate:.0f} cores of "
+          f"decoding beside it (e.g. {1000 / decode_rate:.1f} cores per 1000 images/s)")
 
 
 if __name__ == "__main__":
