@@ -159,3 +159,27 @@ def test_export_refuses_what_it_cannot_do(tiny_model, tmp_path, capsys):
         main(["export", "--model_dir", str(tiny_model), "--output", str(tmp_path / "x")])
     assert info.value.code == 2
     assert "--format onnx" in capsys.readouterr().err
+
+
+def test_auto_moves_on_to_paddle_when_the_conversion_fails(tiny_model, tmp_path, monkeypatch,
+                                                           caplog):
+    """The converter breaks (as in the test above); --engine auto still runs the model, on
+    the next engine, and says why in a WARNING."""
+    import logging
+
+    from mlcls import create_pipeline
+
+    fake = tmp_path / "site" / "paddle2onnx"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('half-installed build')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("MLCLS_HOME", str(tmp_path / "home"))
+    with caplog.at_level(logging.WARNING):
+        with create_pipeline("multi_label_image_classification", device="cpu",
+                             model_dir=tiny_model) as pipe:
+            assert pipe.placements[0].engine == "paddle"
+            assert next(iter(pipe.predict(np.zeros((32, 32, 3), np.uint8)))).ok
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("onnxruntime" in w and "half-installed build" in w and "paddle" in w
+               for w in warnings), warnings
