@@ -297,7 +297,7 @@ def test_batch_usage_errors_need_no_ray(tmp_path, capsys, tiny_model):
     assert status == 2 and "no such file, folder or pattern" in capsys.readouterr().err
 
 
-def test_serve_run_target_reads_its_key_value_arguments(tiny_model):
+def test_serve_run_target_reads_its_key_value_arguments(tiny_model, monkeypatch):
     """`serve run mlcls.distributed.serve:build_app key=value ...` hands strings over."""
     from mlcls.distributed.serve import build_app
 
@@ -308,6 +308,8 @@ def test_serve_run_target_reads_its_key_value_arguments(tiny_model):
     pipeline_args, serving = deployment.init_args
     assert pipeline_args["threshold"] == 0.3 and pipeline_args["device"] == "cpu"
     assert serving.max_queue == 16
+    # `serve run` calls build_app before it joins Ray: no cluster to ask about GPUs yet
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
     gpu = build_app({"model_dir": str(tiny_model), "device": "gpu"})._bound_deployment
     assert gpu.ray_actor_options["num_gpus"] == 1 and gpu.init_args[0]["device"] == "gpu:0"
     with pytest.raises(UsageError, match="unknown argument.*modeldir"):
@@ -343,3 +345,16 @@ def test_resume_names_a_result_file_it_cannot_read(tmp_path, tiny_model, tiny_im
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert f"{dst / 'cut.parquet'}: cannot read this result file" in err and "remove it" in err
+
+
+def test_decoding_tasks_resize_only_where_the_pipeline_would_keep_the_result():
+    from mlcls.distributed.batch import leading_resize
+
+    fixed = {"ResizeImage": {"size": 448, "interpolation": "bilinear", "backend": "pil"}}
+    short = {"ResizeImage": {"resize_short": 256}}
+    crop, norm = {"CropImage": {"size": 224}}, {"NormalizeImage": {}}
+    assert leading_resize([{"DecodeImage": {}}, fixed, norm]) == fixed
+    assert leading_resize([short, crop, norm]) == short  # resize_short again: same size
+    assert leading_resize([short, fixed, norm]) is None  # the second resize would differ
+    assert leading_resize([crop, fixed, norm]) is None
+    assert leading_resize([norm]) is None

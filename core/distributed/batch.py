@@ -4,16 +4,17 @@ The job is two Ray Data stages, streamed so that decoding overlaps inference:
 
 1. ``decode_inputs`` (stateless CPU tasks): each listed input is read (a local path or URL as
    the pipeline reads it, any other URI through pyarrow's filesystems) and decoded to RGB
-   pixels exactly as the pipeline decodes them; an input with several pages gives one row per
+   pixels exactly as the pipeline decodes them, then resized by the model's first operation
+   when that is a resize (``leading_resize``); an input with several pages gives one row per
    page; an input that cannot be read gives a row that carries its error instead of pixels.
 2. ``Tagger`` (a pool of stateful actors): each actor holds one pipeline
-   (``mlcls.create_pipeline``) on one device and tags the decoded rows it is handed.
+   (``mlcls.create_pipeline``) on one device and tags the decoded rows it is handed. The
+   pipeline preprocesses as always: its resize finds the image already at its size and keeps
+   it, so the scores are those of ``predict`` on the file.
 
 Ray's fault tolerance keeps the output whole: an actor that dies is restarted and the batch it
 held is run again (``max_restarts``, ``max_task_retries``), so every input gives exactly one
-row (one per page). Resizing and normalising stay inside the pipeline: they come from the
-model's ``inference.yml`` (and may be a device plugin's own), and running them twice is not
-the same as once (``resize_short`` then a crop), so only the pipeline applies them.
+row (one per page).
 """
 
 from __future__ import annotations
@@ -412,12 +413,46 @@ def load_pages(source: str) -> Iterator[tuple[int | None, np.ndarray | None, str
             yield page, None, _reason(exc)
 
 
-def decode_inputs(batch):
-    """Ray Data task: ``input_path`` rows in, one decoded row per image or page out."""
+def leading_resize(transform_ops: list[Any]) -> dict[str, Any] | None:
+    """The model's first image operation when it is a ``ResizeImage`` that applying again
+    leaves as it is (the next operation is not another resize): it can then run in the decoding
+    tasks, and the pipeline's own resize finds each image already at its size and keeps it.
+    None otherwise (the pipeline does all of it)."""
+    ops = [op for op in transform_ops
+           if not (isinstance(op, dict) and list(op) == ["DecodeImage"])]
+    if not ops or not isinstance(ops[0], dict) or list(ops[0]) != ["ResizeImage"]:
+        return None
+    if len(ops) > 1 and isinstance(ops[1], dict) and list(ops[1]) == ["ResizeImage"]:
+        return None  # a second resize would change what the first one made
+    return ops[0]
+
+
+_RESIZERS: dict[str, Any] = {}
+
+
+def _resizer(op: dict[str, Any]):
+    """The core's preprocessing of that one operation, built once per worker process."""
+    key = json.dumps(op, sort_keys=True, default=str)
+    if key not in _RESIZERS:
+        from ..preprocess import NumpyPreprocessor
+
+        _RESIZERS[key] = NumpyPreprocessor([op])
+    return _RESIZERS[key]
+
+
+def decode_inputs(batch, resize: dict[str, Any] | None = None):
+    """Ray Data task: ``input_path`` rows in, one decoded row per image or page out, resized
+    by ``resize`` (see ``leading_resize``) when given."""
     pa = _pyarrow()
+    resizer = _resizer(resize) if resize else None
     cols: dict[str, list] = {name: [] for name in _decoded_schema().names}
     for source in batch.column("input_path").to_pylist():
         for page, rgb, error in load_pages(source):
+            if rgb is not None and resizer is not None:
+                try:
+                    rgb = resizer.prepare(rgb)
+                except Exception as exc:  # one image, not the batch
+                    rgb, error = None, _reason(exc)
             cols["input_path"].append(source)
             cols["page_index"].append(page)
             cols["error"].append(error)
@@ -514,7 +549,7 @@ def tag_dataset(dataset, settings: BatchSettings | None = None, *,
     plan = plan_workers(settings.device, resources, num_workers, nodes)
     decoded = dataset.select_columns(["input_path"]).map_batches(
         decode_inputs, batch_format="pyarrow", batch_size=max(1, settings.batch_size),
-        num_cpus=1)
+        fn_kwargs={"resize": _resize_for(settings)}, num_cpus=1)
     named: dict[str, Any] = {"num_cpus": plan.num_cpus}
     if plan.num_gpus:
         named["num_gpus"] = plan.num_gpus
@@ -615,6 +650,32 @@ class BatchSummary:
         return (f"mlcls batch: {self.rows} row(s) from {self.inputs} input(s), {self.failed} "
                 f"failed, {self.images_per_second:.1f} images/s{skipped}; results in "
                 f"{self.output}")
+
+
+def _local_model_dir(settings: BatchSettings) -> str | None:
+    """The model directory, where this machine can read it without downloading."""
+    if settings.model_dir:
+        return None if _is_uri(settings.model_dir) else settings.model_dir
+    if settings.model:
+        return settings.model if os.path.isdir(os.path.expanduser(settings.model)) else None
+    if isinstance(settings.pipeline, dict):
+        from ..config import settings_from_config
+
+        found = settings_from_config(settings.pipeline).model_dir
+        return found if found and os.path.isdir(found) else None
+    return None
+
+
+def _resize_for(settings: BatchSettings) -> dict[str, Any] | None:
+    """The resize the decoding tasks may do (``leading_resize``), read from the model's
+    inference.yml here; None (resizing stays in the workers) for a model this machine only
+    knows by name."""
+    where = _local_model_dir(settings)
+    if where is None:
+        return None
+    from ..model import load_model_dir
+
+    return leading_resize(load_model_dir(where).transform_ops)
 
 
 def _check_settings(settings: BatchSettings) -> None:
