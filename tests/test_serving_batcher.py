@@ -190,3 +190,20 @@ def test_import_mlcls_does_not_load_fastapi():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("n, lanes, parts", [
+    (7, 1, [(0, 4, 4), (4, 2, 2), (6, 1, 1)]),
+    (8, 1, [(0, 8, 8)]),
+    (5, 1, [(0, 4, 4), (4, 1, 1)]),
+    (1, 1, [(0, 1, 1)]),
+    (7, 2, [(0, 7, 4)]),
+])
+def test_batches_run_in_few_shapes(n, lanes, parts):
+    """One predictor sees batch sizes 1, 2, 4 and 8 only (bounded engine caches); several
+    predictors share one call, split evenly."""
+
+    class Pipe:
+        predictors = [object()] * lanes
+
+    assert DynamicBatcher(Pipe())._parts(n) == parts

@@ -158,17 +158,33 @@ class DynamicBatcher:
             if stop:
                 return
 
+    def _parts(self, n: int) -> list[tuple[int, int, int]]:
+        """(start, count, batch size) of the calls that run ``n`` images. With several
+        predictors, one call split evenly over them. With one, powers of two (7 = 4 + 2 + 1):
+        an engine keeps buffers and kernels for every batch shape it has seen (oneDNN's
+        cache holds ten), so eight shapes from 1 to 8 cost far more memory than four; the
+        pieces run back to back on the same predictor."""
+        if self.lanes > 1:
+            return [(0, n, math.ceil(n / self.lanes))] if n else []
+        parts, start = [], 0
+        while n - start:
+            size = 1 << ((n - start).bit_length() - 1)
+            parts.append((start, size, size))
+            start += size
+        return parts
+
     def _run(self, jobs: list[Job]) -> None:
         self.stats.batches += 1
         self.stats.images += len(jobs)
         self.stats.largest = max(self.stats.largest, len(jobs))
         if self.on_batch is not None:
             self.on_batch(len(jobs))
-        part = math.ceil(len(jobs) / self.lanes)
         samples = [Sample(job.source, lambda img=job.image: img) for job in jobs]
         try:
-            results: list[BaseResult] = list(self.pipeline.predict(
-                samples, threshold=jobs[0].threshold, batch_size=part))
+            results: list[BaseResult] = []
+            for start, count, size in self._parts(len(jobs)):
+                results += self.pipeline.predict(samples[start:start + count],
+                                                 threshold=jobs[0].threshold, batch_size=size)
             if len(results) != len(jobs):
                 raise RuntimeError(f"the pipeline gave {len(results)} results for "
                                    f"{len(jobs)} images")
