@@ -12,8 +12,8 @@ the model's loading and, for `mlcls batch`, starting a local Ray and its workers
   batch steady the images/s `mlcls batch` reports itself: from its first Ray task to the last
                row written (Ray's start and shutdown left out).
 
-Then, in this process, the two stages' rates alone: decoding (what each CPU task does, one
-core) and inference (what one worker does, on decoded images), from which the throughput of
+Then, in this process, the two stages' rates alone: decoding and resizing (what each CPU task
+does, one core) and inference (what one worker does, on those images), from which the throughput of
 N nodes like this one is estimated (their cores shared by both stages), and the decoding
 cores an accelerator worker needs beside it. These are estimates, printed as such: one host
 cannot measure a cluster.
@@ -61,12 +61,18 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 
 
 def stage_rates(paths: list[Path], model_dir: Path, batch_size: int) -> tuple[float, float]:
-    """(decoded images/s on one core, inferred images/s of one pipeline on decoded images)."""
+    """(images/s decoded and resized on one core, as a decoding task does; images/s of one
+    pipeline on those images, as an inference worker does)."""
     from mlcls import create_pipeline
-    from mlcls.distributed.batch import load_pages
+    from mlcls.distributed.batch import leading_resize, load_pages
+    from mlcls.model import load_model_dir
+    from mlcls.preprocess import NumpyPreprocessor
 
+    op = leading_resize(load_model_dir(model_dir).transform_ops)
+    resize = NumpyPreprocessor([op]).prepare if op else (lambda img: img)
     t0 = time.perf_counter()
-    decoded = [rgb for p in paths for _, rgb, _ in load_pages(str(p)) if rgb is not None]
+    decoded = [resize(rgb) for p in paths for _, rgb, _ in load_pages(str(p))
+               if rgb is not None]
     decode_rate = len(decoded) / (time.perf_counter() - t0)
     bgr = [img[:, :, ::-1] for img in decoded]
     with create_pipeline(PIPELINE, device="cpu", model_dir=model_dir,
@@ -122,8 +128,8 @@ def main() -> None:
     # A CPU node's cores share decoding and inference: per image it spends 1/infer seconds of
     # all its cores plus 1/decode seconds of one core.
     per_node = 1.0 / (1.0 / infer_rate + 1.0 / (decode_rate * cores))
-    print(f"\n# stage rates here: decoding {decode_rate:.1f} images/s per core; inference "
-          f"{infer_rate:.1f} images/s per worker (one engine on {cores} cores)")
+    print(f"\n# stage rates here: decoding and resizing {decode_rate:.1f} images/s per core; "
+          f"inference {infer_rate:.1f} images/s per worker (one engine on {cores} cores)")
     print(f"# estimate for nodes like this one, one CPU worker each: {per_node:.1f} images/s "
           "per node = 1 / (1/inference + 1/(cores x decoding)), times the nodes while the "
           "storage keeps up")
