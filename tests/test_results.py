@@ -121,3 +121,29 @@ def test_saved_files_get_ordinary_permissions(pipeline, image_dir, tmp_path):
     paths[0].chmod(0o600)  # an existing file keeps its own mode when replaced
     res.save_to_json(tmp_path)
     assert paths[0].stat().st_mode & 0o777 == 0o600
+
+
+def test_labels_in_chinese_japanese_and_korean_draw_legibly():
+    """Every character of these labels is drawn from a font that has it (not as the
+    'missing glyph' box), in one legend line that mixes scripts."""
+    from mlcls.visualize import draw_result, has_glyph, runs
+
+    labels = ["猫 cat", "ねこ", "고양이", "café"]
+    for label in labels:
+        for path, piece in runs(label):
+            assert all(has_glyph(path, ch) for ch in piece), (label, path, piece)
+    fonts = {path.rsplit("/", 1)[1] for path, _ in runs("猫 cat")}
+    assert fonts == {"DroidSansFallback-subset.ttf", "DejaVuSans.ttf"}
+    picture = draw_result(np.zeros((64, 64, 3), np.uint8), [0, 1, 2, 3], [0.9] * 4, labels)
+    assert picture.height >= 320
+
+
+def test_a_font_of_ones_own_comes_first(monkeypatch):
+    from mlcls import visualize
+
+    own = visualize._shipped("DroidSansFallback-subset.ttf")
+    monkeypatch.setenv("MLCLS_FONT", own)
+    assert visualize.font_paths()[0] == own
+    assert visualize.runs("ab")[0][0].endswith("DejaVuSans.ttf")  # what it lacks falls back
+    monkeypatch.setenv("MLCLS_FONT", "/no/such/font.ttf")
+    assert visualize.font_paths()[0].endswith("DejaVuSans.ttf")
