@@ -142,31 +142,46 @@ def test_a_worker_killed_mid_run_still_leaves_one_row_per_input(ray_local, tiny_
 
 def test_resume_skips_what_is_written_and_refuses_to_mix_runs(ray_local, tiny_model,
                                                               tiny_images, tmp_path, capsys):
-    paths = sorted(str(p) for p in tiny_images.glob("*.png"))
-    first, everything = tmp_path / "first.txt", tmp_path / "all.txt"
-    first.write_text("\n".join(paths[:5]))
-    everything.write_text("\n".join(paths))
-    dst = tmp_path / "out"
-    common = ["--pipeline", "multi_label_image_classification", "--model_dir",
-              str(tiny_model), "--device", "cpu", "--output", str(dst)]
-    assert cli_main(["batch", "--input", str(first), *common]) == 0
-    assert len(read_rows(dst)) == 5
-    capsys.readouterr()
-    # a second run into the same folder: refused without --resume
-    assert cli_main(["batch", "--input", str(everything), *common]) == 2
-    assert "--resume" in capsys.readouterr().err
-    # other settings: resuming would mix two runs
-    assert cli_main(["batch", "--input", str(everything), *common, "--resume",
-                     "--threshold", "0.2"]) == 2
-    assert "threshold" in capsys.readouterr().err
-    assert cli_main(["batch", "--input", str(everything), *common, "--resume"]) == 0
-    err = capsys.readouterr().err
-    assert "7 row(s) from 7 input(s)" in err and "5 input(s) already done skipped" in err
-    rows = read_rows(dst)
-    assert sorted(r["input_path"] for r in rows) == paths  # each exactly once
-    assert cli_main(["batch", "--input", str(everything), *common, "--resume"]) == 0
-    assert "nothing to do" in capsys.readouterr().err
-    assert len(read_rows(dst)) == len(paths)
+    """Listings of paths and URLs (a loopback server: one image, one 404); a second run is
+    refused, a resumed one tags only what is missing, and a third has nothing to do."""
+    from loopback_http import LoopbackServer, send
+
+    server = LoopbackServer()
+    server.routes["/web.png"] = lambda h: send(h, (tiny_images / "img03.png").read_bytes())
+    try:
+        paths = sorted(str(p) for p in tiny_images.glob("*.png"))
+        first, everything = tmp_path / "first.txt", tmp_path / "all.txt"
+        first.write_text("\n".join(paths[:5] + [server.url("/web.png")]))
+        inputs = paths + [server.url("/web.png"), server.url("/gone.png")]
+        everything.write_text("\n".join(inputs))
+        dst = tmp_path / "out"
+        common = ["--pipeline", "multi_label_image_classification", "--model_dir",
+                  str(tiny_model), "--device", "cpu", "--output", str(dst)]
+        assert cli_main(["batch", "--input", str(first), *common]) == 0
+        assert len(read_rows(dst)) == 6
+        capsys.readouterr()
+        # a second run into the same folder: refused without --resume
+        assert cli_main(["batch", "--input", str(everything), *common]) == 2
+        assert "--resume" in capsys.readouterr().err
+        # other settings: resuming would mix two runs
+        assert cli_main(["batch", "--input", str(everything), *common, "--resume",
+                         "--threshold", "0.2"]) == 2
+        assert "threshold" in capsys.readouterr().err
+        assert cli_main(["batch", "--input", str(everything), *common, "--resume"]) == 1
+        err = capsys.readouterr().err
+        assert "8 row(s) from 8 input(s), 1 failed" in err
+        assert "6 input(s) already done skipped" in err
+        rows = read_rows(dst)
+        assert sorted(r["input_path"] for r in rows) == sorted(inputs)  # each exactly once
+        by_input = {r["input_path"]: r for r in rows}
+        assert "404" in by_input[server.url("/gone.png")]["error"]
+        web, same = by_input[server.url("/web.png")], by_input[paths[3]]
+        assert web["error"] is None and web["scores"] == same["scores"]
+        assert cli_main(["batch", "--input", str(everything), *common, "--resume"]) == 0
+        assert "nothing to do" in capsys.readouterr().err
+        assert len(read_rows(dst)) == len(inputs)
+    finally:
+        server.close()
 
 
 def test_ray_serve_deployment_answers_the_seed_python_client(ray_local, tiny_model,
