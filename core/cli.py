@@ -133,7 +133,7 @@ def _write_config(name: str, save_path: str | None) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .inputs import expand_inputs
     from .pipeline import create_pipeline
-    from .progress import Progress
+    from .progress import Progress, StderrRelay
 
     if args.save_path:
         check_save_path(args.save_path)
@@ -145,15 +145,16 @@ def _predict(args: argparse.Namespace) -> int:
     progress = Progress(len(items))
     failed = 0
     try:
-        for res in pipeline.predict(items):
-            progress.clear()
-            if not res.ok:
-                failed += 1
-            elif not args.quiet:
-                res.print()
-            if res.ok and args.save_path:
-                res.save_all(args.save_path)
-            progress.update(res.ok)
+        with StderrRelay(progress):  # warnings from C libraries go above the bar, not over it
+            for res in pipeline.predict(items):
+                progress.clear()
+                if not res.ok:
+                    failed += 1
+                elif not args.quiet:
+                    res.print()
+                if res.ok and args.save_path:
+                    res.save_all(args.save_path)
+                progress.update(res.ok)
     finally:
         progress.close()
         pipeline.close()

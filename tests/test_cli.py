@@ -98,3 +98,22 @@ def test_subcommands_report_errors_one_way(argv, status, prefix, tmp_path, capsy
     assert main([a.format(tmp=tmp_path) for a in argv]) == status
     err = capsys.readouterr().err
     assert err.startswith(prefix) and "Traceback" not in err
+
+
+def test_messages_from_c_libraries_go_above_the_progress_bar(capfd):
+    """libpng prints its warnings to file descriptor 2 itself; with the bar drawn, such a line
+    is printed on a line of its own above the bar, which is drawn again below it."""
+    import os
+
+    from mlcls.progress import Progress, StderrRelay
+
+    progress = Progress(3, enabled=True, min_interval=0)
+    with StderrRelay(progress):
+        progress.update()
+        os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\n")
+        progress.update()
+    progress.close()
+    err = capfd.readouterr().err
+    assert "\r\033[Klibpng warning: iCCP: known incorrect sRGB profile\n" in err
+    after = err.split("sRGB profile\n", 1)[1]
+    assert after.startswith("\r[") and "/3 " in after  # the bar, drawn again below it
