@@ -377,3 +377,45 @@ def test_cli_reports_an_unreachable_download_with_the_hint(tmp_path, tiny_model)
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "--model_dir" in proc.stderr and NAME in proc.stderr, proc.stderr
+
+
+def test_a_download_over_the_size_cap_is_refused(server, hub_env, good_tar, monkeypatch):
+    monkeypatch.setenv("MLCLS_DOWNLOAD_MAX_BYTES", "1000")
+    server.routes[ROUTE] = lambda h: send(h, good_tar)
+    _expect_failure("announces .* over the limit of 1000 .*MLCLS_DOWNLOAD_MAX_BYTES", hub_env)
+    # without a Content-Length, the body itself is cut off at the cap
+    server.routes[ROUTE] = lambda h: send_unsized(h, good_tar)
+    _expect_failure("more than 1000 bytes, over the limit", hub_env)
+
+
+def test_a_trickling_download_meets_one_overall_deadline(server, hub_env, good_tar,
+                                                         monkeypatch):
+    """Each chunk comes within the stall timeout, but the whole never finishes in time."""
+    monkeypatch.setenv("MLCLS_DOWNLOAD_DEADLINE", "2")
+    monkeypatch.setenv("MLCLS_DOWNLOAD_TIMEOUT", "5")
+
+    def trickle(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(good_tar)))
+        handler.end_headers()
+        try:
+            for i in range(0, len(good_tar), 64):
+                handler.wfile.write(good_tar[i:i + 64])
+                handler.wfile.flush()
+                time.sleep(0.3)
+        except OSError:
+            pass
+
+    server.routes[ROUTE] = trickle
+    start = time.monotonic()
+    _expect_failure("no complete answer within 2 s \\(MLCLS_DOWNLOAD_DEADLINE\\)", hub_env)
+    assert time.monotonic() - start < 30  # a hang check, not a speed claim
+
+
+def send_unsized(handler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(body)
+    handler.wfile.flush()
+    handler.close_connection = True
