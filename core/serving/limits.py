@@ -9,8 +9,9 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from ..limits import printable
 from .errors import ServingError
-from .handlers import error_response, new_log_id
+from .handlers import error_response, log, new_log_id
 
 
 class BodyLimitMiddleware:
@@ -25,6 +26,14 @@ class BodyLimitMiddleware:
         return (f"the request body is {size}, over the limit of {self.max_bytes} bytes "
                 "(--max_body_bytes)")
 
+    @staticmethod
+    async def _refuse(scope: dict, receive: Any, send: Any, status: int, message: str,
+                      headers: dict[str, str] | None = None) -> None:
+        ident = new_log_id()
+        log.warning("%s %s -> %d: %s [logId %s]", scope.get("method", "?"),
+                    printable(scope.get("path", "?")), status, message, ident)
+        await error_response(status, message, ident, headers)(scope, receive, send)
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -37,14 +46,12 @@ class BodyLimitMiddleware:
             except ValueError:
                 length = -1
             if length < 0:
-                response = error_response(400, f"bad Content-Length header {declared!r}",
-                                          new_log_id())
-                await response(scope, receive, send)
+                await self._refuse(scope, receive, send, 400,
+                                   f"bad Content-Length header {declared!r}")
                 return
             if length > self.max_bytes:
-                response = error_response(413, self._too_large(f"{length} bytes"),
-                                          new_log_id(), {"Connection": "close"})
-                await response(scope, receive, send)
+                await self._refuse(scope, receive, send, 413,
+                                   self._too_large(f"{length} bytes"), {"Connection": "close"})
                 return
         received = 0
 
