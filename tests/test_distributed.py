@@ -184,6 +184,25 @@ def test_resume_skips_what_is_written_and_refuses_to_mix_runs(ray_local, tiny_mo
         server.close()
 
 
+def test_python_api_tags_a_ray_dataset_and_carries_its_columns(ray_local, tiny_model,
+                                                                tiny_images, tmp_path):
+    from mlcls.distributed import tag_dataset
+
+    (tmp_path / "bad.jpg").write_bytes(b"no")
+    paths = [str(p) for p in sorted(tiny_images.glob("*.png"))[:3]] + [str(tmp_path / "bad.jpg")]
+    ds = ray_local.data.from_items([{"input_path": p, "photo_id": 100 + i}
+                                    for i, p in enumerate(paths)])
+    rows = tag_dataset(ds, model_dir=str(tiny_model), device="cpu").take_all()
+    assert sorted((r["photo_id"], r["input_path"]) for r in rows) == \
+        [(100 + i, p) for i, p in enumerate(paths)]
+    by_id = {r["photo_id"]: r for r in rows}
+    assert all(by_id[100 + i]["class_ids"] is not None for i in range(3))
+    assert "no known image format" in by_id[103]["error"]
+    clash = ray_local.data.from_items([{"input_path": paths[0], "scores": 1}])
+    with pytest.raises(UsageError, match="scores would be overwritten"):
+        tag_dataset(clash, model_dir=str(tiny_model), device="cpu")
+
+
 def test_ray_serve_deployment_answers_the_seed_python_client(ray_local, tiny_model,
                                                              tiny_images, tmp_path):
     """`mlcls --serve`'s app on Ray Serve (2 replicas) answers the seed's client unchanged

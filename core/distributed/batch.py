@@ -440,14 +440,17 @@ def _resizer(op: dict[str, Any]):
     return _RESIZERS[key]
 
 
-def decode_inputs(batch, resize: dict[str, Any] | None = None):
+def decode_inputs(batch, resize: dict[str, Any] | None = None, keep: list[str] = ()):
     """Ray Data task: ``input_path`` rows in, one decoded row per image or page out, resized
-    by ``resize`` (see ``leading_resize``) when given."""
+    by ``resize`` (see ``leading_resize``) when given; the columns ``keep`` are carried along
+    (repeated for each page)."""
     pa = _pyarrow()
     resizer = _resizer(resize) if resize else None
     cols: dict[str, list] = {name: [] for name in _decoded_schema().names}
-    for source in batch.column("input_path").to_pylist():
+    origin: list[int] = []
+    for row, source in enumerate(batch.column("input_path").to_pylist()):
         for page, rgb, error in load_pages(source):
+            origin.append(row)
             if rgb is not None and resizer is not None:
                 try:
                     rgb = resizer.prepare(rgb)
@@ -465,7 +468,17 @@ def decode_inputs(batch, resize: dict[str, Any] | None = None):
                 cols["height"].append(rgb.shape[0])
                 cols["width"].append(rgb.shape[1])
                 cols["pixels"].append(rgb.tobytes())
-    return pa.table(cols, schema=_decoded_schema())
+    table = pa.table(cols, schema=_decoded_schema())
+    return _carry(table, batch.select(list(keep)).take(pa.array(origin, pa.int64()))
+                  if keep else None)
+
+
+def _carry(table, extra):
+    """``table`` with the columns of ``extra`` (as many rows) appended."""
+    if extra is not None:
+        for field, column in zip(extra.schema, extra.columns):
+            table = table.append_column(field, column)
+    return table
 
 
 # -- stage 2: inference (stateful actors) -----------------------------------------------------
@@ -519,7 +532,9 @@ class Tagger:
             # "engine" is null where the pipeline's results do not name one.
             for key in ("class_ids", "scores", "label_names", "device", "engine"):
                 out[key][i] = data.get(key)
-        return pa.table(out, schema=result_schema())
+        carried = [n for n in batch.column_names if n not in _decoded_schema().names]
+        return _carry(pa.table(out, schema=result_schema()),
+                      batch.select(carried) if carried else None)
 
     def __del__(self) -> None:
         pipeline = getattr(self, "pipeline", None)
@@ -531,25 +546,32 @@ def tag_dataset(dataset, settings: BatchSettings | None = None, *,
                 num_workers: int | None = None, max_task_retries: int = 3,
                 worker: type[Tagger] = Tagger, **pipeline_args: Any):
     """Tag a Ray Dataset whose ``input_path`` column holds paths, URLs or filesystem URIs;
-    returns a lazy Ray Dataset with one row per input (per page for multi-page inputs) and the
-    columns ``RESULT_COLUMNS``. Pass ``settings`` or ``create_pipeline``'s arguments
-    (``model_dir=...``, ``device=...``). ``max_task_retries`` bounds how often a batch is
-    retried on a fresh worker after its worker died (an input that kills every worker it
-    meets stops the job rather than loop); ``worker`` may be a subclass of ``Tagger``."""
+    returns a lazy Ray Dataset with one row per input (per page for multi-page inputs): the
+    columns ``RESULT_COLUMNS``, then the dataset's other columns, carried along. Pass
+    ``settings`` or ``create_pipeline``'s arguments (``model_dir=...``, ``device=...``).
+    ``max_task_retries`` bounds how often a batch is retried on a fresh worker after its
+    worker died (an input that kills every worker it meets stops the job rather than loop);
+    ``worker`` may be a subclass of ``Tagger``."""
     ray = _ray()
     if settings is None:
         settings = BatchSettings(**pipeline_args)
     elif pipeline_args:
         settings = replace(settings, **pipeline_args)
-    if "input_path" not in dataset.schema().names:
+    names = dataset.schema().names
+    if "input_path" not in names:
         raise UsageError("the dataset needs an 'input_path' column (paths, URLs or URIs)")
+    keep = [n for n in names if n != "input_path"]
+    clash = sorted(set(keep) & (set(RESULT_COLUMNS) | set(_decoded_schema().names)))
+    if clash:
+        raise UsageError(f"the dataset's column(s) {', '.join(clash)} would be overwritten by "
+                         "the results; rename them first")
     settings.pipeline_kwargs()  # refuse an unsupported engine here, not in every worker
     resources = ray.cluster_resources() if ray.is_initialized() else None
     nodes = sum(1 for n in ray.nodes() if n.get("Alive")) if ray.is_initialized() else 1
     plan = plan_workers(settings.device, resources, num_workers, nodes)
-    decoded = dataset.select_columns(["input_path"]).map_batches(
+    decoded = dataset.map_batches(
         decode_inputs, batch_format="pyarrow", batch_size=max(1, settings.batch_size),
-        fn_kwargs={"resize": _resize_for(settings)}, num_cpus=1)
+        fn_kwargs={"resize": _resize_for(settings), "keep": keep}, num_cpus=1)
     named: dict[str, Any] = {"num_cpus": plan.num_cpus}
     if plan.num_gpus:
         named["num_gpus"] = plan.num_gpus
