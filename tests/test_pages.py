@@ -112,3 +112,15 @@ def test_a_broken_pdf_is_reported_and_the_rest_run(pipeline, tmp_path):
     results = list(pipeline.predict([str(tmp_path / "bad.pdf"), str(FIXTURE / "single.tif")]))
     assert not results[0].ok and "not a readable PDF" in results[0]["error"]
     assert results[1].ok and results[1]["page_index"] == 0
+
+
+def test_a_document_s_pages_together_stay_within_the_server_s_pixel_limit(pipeline):
+    """The pages of one request are held at once: their sum is bounded, not each alone."""
+    data = base64.b64encode((FIXTURE / "doc.pdf").read_bytes()).decode()
+    # doc.pdf renders at scale 2 to 320x320, 400x300 and 240x320 pixels
+    settings = ServeSettings(port=0, log_level="warning", max_pixels=320 * 320 + 400 * 300)
+    with BackgroundServer(pipeline, settings) as srv:
+        resp = requests.post(srv.url + "/multilabel-image-classification",
+                             json={"image": data, "visualize": False}, timeout=120)
+    assert resp.status_code == 413
+    assert "pages 0 to 2 together are 299200 pixels" in resp.json()["errorMsg"]

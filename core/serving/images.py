@@ -118,5 +118,15 @@ def load_request_image(image: str, limits: ImageLimits) -> tuple[list[np.ndarray
         count = min(pages.count_pages(data, what, source), limits.max_pages)
     except InputError as exc:
         raise bad_request(f"{source}: {exc.reason}") from None
-    return ([_decode_page(data, what, i, source, limits) for i in range(count)], source, True)
+    decoded: list[np.ndarray] = []
+    total = 0
+    for index in range(count):
+        page = _decode_page(data, what, index, source, limits)
+        total += page.shape[0] * page.shape[1]
+        if total > limits.max_pixels:  # one request holds all its pages at once
+            raise ServingError(413, f"{source}: pages 0 to {index} together are {total} "
+                                    f"pixels, over the limit of {limits.max_pixels} "
+                                    "(--max_pixels; --max_pages takes fewer pages)")
+        decoded.append(page)
+    return decoded, source, True
 
