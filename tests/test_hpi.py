@@ -135,3 +135,15 @@ def test_mlcls_tune_times_the_engines_and_records_the_fastest(tmp_path, tiny_mod
 def test_mlcls_tune_names_an_unknown_engine(tiny_model, capsys):
     assert main(["tune", "--model_dir", str(tiny_model), "--engines", "tensorflow"]) == 2
     assert "unknown engine 'tensorflow'" in capsys.readouterr().err
+
+
+def test_use_hpip_on_the_command_line(tiny_model, image_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLCLS_HOME", str(tmp_path / "home"))
+    assert main(["--pipeline", "multi_label_image_classification", "--input",
+                 str(image_dir / "a.jpg"), "--model_dir", str(tiny_model), "--device", "cpu",
+                 "--use_hpip", "--save_path", str(tmp_path / "out")]) == 0
+    saved = json.loads((tmp_path / "out" / "a_res.json").read_text())
+    # use_hpip alone is auto: devices.yaml's first engine for the cpu that can run here
+    from mlcls.devices import engine_preference
+
+    assert saved.get("res", saved)["engine"] == engine_preference("cpu")[0]
