@@ -154,8 +154,9 @@ def test_the_demo_model_ships_an_onnx_file_that_matches_its_paddle_files():
 
 
 def test_running_a_model_with_an_onnx_file_never_imports_paddle(tmp_path):
-    """The whole path, in a fresh process: import mlcls, build the pipeline on the demo model
-    (which ships inference.onnx), tag the demo image."""
+    """The whole path with the defaults (device and engine auto), in a fresh process: import
+    mlcls, build the pipeline on the demo model (which ships inference.onnx), tag the demo
+    image. Neither Paddle nor the converter may be imported."""
     import json
     import subprocess
     import sys
@@ -165,8 +166,7 @@ def test_running_a_model_with_an_onnx_file_never_imports_paddle(tmp_path):
         "from mlcls import create_pipeline\n"
         "from mlcls.model_hub import ensure_model\n"
         "from pathlib import Path\n"
-        "p = create_pipeline('multi_label_image_classification', device='cpu',\n"
-        "                    engine='onnxruntime', model='mlcls-demo')\n"
+        "p = create_pipeline('multi_label_image_classification', model='mlcls-demo')\n"
         "demo = Path(ensure_model('mlcls-demo')).parent / 'demo.png'\n"
         "res = next(iter(p.predict(str(demo))))\n"
         "print(json.dumps({'labels': res['label_names'], 'engine': res['engine'],\n"
