@@ -93,7 +93,9 @@ def serve(pipeline: Any, settings: ServeSettings) -> None:
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"mlcls: serving on http://{host}:{port} on {pipeline.device} (API docs at /docs)",
+    engine = getattr(pipeline, "engine_name", None)
+    where = f"{pipeline.device}, engine {engine}" if engine else pipeline.device
+    print(f"mlcls: serving on http://{host}:{port} on {where} (API docs at /docs)",
           file=sys.stderr, flush=True)
     if settings.host in ("127.0.0.1", "localhost", "::1"):
         print("mlcls: only this machine can connect; to accept other hosts, pass --host "
@@ -121,7 +123,9 @@ def serve_from_args(args: argparse.Namespace) -> int:
     limit_malloc_arenas()  # before the engine starts its threads
     pipeline = create_pipeline(args.pipeline, device=args.device, model=args.model,
                                model_dir=args.model_dir, batch_size=args.batch_size,
-                               threshold=args.threshold, fallback=args.fallback)
+                               threshold=args.threshold, fallback=args.fallback,
+                               engine=getattr(args, "engine", None),
+                               use_hpip=bool(getattr(args, "use_hpip", False)))
     try:
         serve(pipeline, settings)
     finally:
