@@ -181,6 +181,10 @@ def test_numpy_arrays_are_bgr_like_paddlex():
     assert [type(b) for b in bad] == [InputError] * 3
     assert [b.source for b in bad] == ["input[0]", "input[1]", "input[2]"]
     assert "shape (4, 4, 2)" in bad[0].reason and "dtype float64" in bad[2].reason
+    # float arrays in 0..1 (float64 as numpy makes them by default, and float32) are scaled
+    for dtype in (np.float64, np.float32):
+        (scaled,) = load_all((bgr / 255.0).astype(dtype))
+        np.testing.assert_array_equal(scaled, RGB)
 
 
 def test_pil_images_match_the_file_decoding(tmp_path):
