@@ -67,8 +67,8 @@ def main(argv: list[str]) -> int:
                       learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                       warmup_epochs=args.warmup_epochs, image_size=args.image_size,
                       loss=args.loss, pretrained=args.pretrained, resume=args.resume,
-                      seed=args.seed, workers=args.workers, head_lr=args.head_lr,
-                      keep_last=args.keep_last, augment=aug)
+                      seed=args.seed, workers=args.workers, keep_last=args.keep_last,
+                      head_lr=args.head_lr, augment=aug)
     try:
         Trainer(cfg).run()
     except KeyboardInterrupt:

@@ -30,7 +30,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 PHOTOS = ["01_orig_astronaut.png", "02_orig_chelsea.png", "03_orig_coffee.png",
-          "06_orig_rocket.png", "07_orig_motorcycle_left.png", "09_orig_grace_hopper.png",
+          "06_orig_rocket.jpg", "07_orig_motorcycle_left.png", "09_orig_grace_hopper.jpg",
           "10_orig_china.jpg", "11_orig_flower.jpg", "14_orig_coins.png",
           "15_orig_brick.png"]
 

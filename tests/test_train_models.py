@@ -11,7 +11,7 @@ from PIL import Image
 
 from mlcls.training.zoo import MODELS
 
-SIZE = 64
+SIZE = 64  # 2x2 feature cells: with one, attention has nothing to choose and q, k get no gradient
 CLASSES = 3
 
 

@@ -41,3 +41,26 @@ def test_training_takes_one_device():
     assert paddle_device("cpu") == "cpu"
     with pytest.raises(UsageError, match="one device"):
         paddle_device("cpu:0,1")
+
+
+def test_the_head_learns_at_its_own_rate():
+    import numpy as np
+    import paddle
+
+    from mlcls.training.models import build_model
+    from mlcls.training.trainer import scale_head_lr
+
+    net = build_model("PP-LCNet_x0_25_ML", 3)
+    scale_head_lr(net, 0.1)
+    params = dict(net.named_parameters())
+    head, body = params["fc.input_proj.weight"], params["conv1.conv.weight"]
+    assert head.optimize_attr["learning_rate"] == 0.1
+    assert body.optimize_attr["learning_rate"] == 1.0
+    before = {k: params[k].numpy().copy() for k in ("fc.input_proj.weight",
+                                                    "conv1.conv.weight")}
+    opt = paddle.optimizer.Adam(1e-2, parameters=[head, body])
+    (head.sum() + body.sum()).backward()
+    opt.step()
+    # Adam's first step moves every weight by about the rate: 1e-3 for the head, 1e-2 else
+    np.testing.assert_allclose(before["fc.input_proj.weight"] - head.numpy(), 1e-3, rtol=1e-2)
+    np.testing.assert_allclose(before["conv1.conv.weight"] - body.numpy(), 1e-2, rtol=1e-2)

@@ -42,7 +42,9 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     workers: int = 0  # data threads; 0: up to 4, one per core
-    head_lr: float = 1.0  # the ML-Decoder's learning rate, as a multiple of the backbone's
+    # the ML-Decoder's learning rate as a multiple of the backbone's: its transformer layer
+    # diverges at rates a convolutional backbone trained from scratch needs
+    head_lr: float = 0.1
     keep_last: int = 2  # epoch_N checkpoints kept besides best_model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -113,6 +115,14 @@ def _portable_opt_state(net, state: dict, save: bool) -> dict:
         else:
             out[key] = value
     return out
+
+
+def scale_head_lr(net, factor: float) -> None:
+    """The head's tensors learn at ``factor`` times the rate (a multiplier Paddle's
+    optimizers apply per tensor)."""
+    for key, param in net.named_parameters():
+        if key.startswith("fc."):
+            param.optimize_attr["learning_rate"] = factor
 
 
 class Trainer:
@@ -252,9 +262,7 @@ class Trainer:
         net = build_model(cfg.model, dataset.num_classes)
         if cfg.pretrained and resume_from is None:
             self.say(load_pretrained(net, cfg.pretrained, cfg.model).summary())
-        for key, param in net.named_parameters():
-            if key.startswith("fc."):  # a multiplier Paddle's optimizers honour per tensor
-                param.optimize_attr["learning_rate"] = cfg.head_lr
+        scale_head_lr(net, cfg.head_lr)
         opt = paddle.optimizer.AdamW(cfg.learning_rate, parameters=net.parameters(),
                                      weight_decay=cfg.weight_decay,
                                      apply_decay_param_fun=_decay_filter(net))
