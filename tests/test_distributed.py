@@ -392,3 +392,17 @@ def test_decoding_tasks_resize_only_where_the_pipeline_would_keep_the_result():
     assert leading_resize([short, fixed, norm]) is None  # the second resize would differ
     assert leading_resize([crop, fixed, norm]) is None
     assert leading_resize([norm]) is None
+
+
+def test_a_failed_ray_job_is_reported_by_the_workers_own_error():
+    """Ray wraps a worker's exception in its own (ActorDiedError...) with the traceback as
+    text; the message shown is the worker's."""
+    from mlcls.distributed.batch import _ray_cause
+
+    wrapped = RuntimeError("ActorDiedError: The actor died in its constructor.\nTraceback "
+                           "(most recent call last):\n  File \"x.py\", line 5, in __init__\n"
+                           "mlcls.errors.DeviceError: device 'gpu:0': no NVIDIA driver found")
+    assert _ray_cause(wrapped) == "device 'gpu:0': no NVIDIA driver found"
+    outer = RuntimeError("job failed")
+    outer.__cause__ = RuntimeError("Traceback:\n  ...\nnumpy.core.MemoryError: 3 GiB")
+    assert _ray_cause(outer) == "MemoryError: 3 GiB"

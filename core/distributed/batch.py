@@ -52,6 +52,7 @@ DOCUMENT_SUFFIXES = frozenset({".pdf"})
 _RAY_MASKED = {"gpu": "GPU", "npu": "NPU"}
 _GLOB_CHARS = frozenset("*?[")
 _LIST_PLACE = re.compile(r"^input\[\d+\]: ")
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
 
 
 def _ray():
@@ -812,13 +813,21 @@ def run_batch(src: str | os.PathLike, dst: str | os.PathLike, settings: BatchSet
 
 
 def _ray_cause(exc: BaseException) -> str:
-    """The first line of the innermost error Ray wrapped (a worker's own message)."""
-    cause = getattr(exc, "cause", None) or exc.__cause__
-    while cause is not None and (getattr(cause, "cause", None) or cause.__cause__):
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    text = str(cause or exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    """The error a worker raised, from the text Ray wraps around it (the last line of the
+    form ``SomeError: message``; mlcls's own errors lose their class name)."""
+    texts, seen, link = [], set(), exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        texts.append(str(link))
+        link = getattr(link, "cause", None) or link.__cause__
+    for text in texts:
+        found = [m for m in map(_ERROR_LINE.match, map(str.strip, text.splitlines())) if m]
+        if found:
+            name, message = found[-1].groups()
+            return message if name.startswith("mlcls.") else \
+                f"{name.rsplit('.', 1)[-1]}: {message}"
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _version() -> str:
