@@ -350,3 +350,19 @@ def test_a_trickling_origin_does_not_hold_the_server(pipeline, trickler):
 def test_a_port_out_of_range_is_an_invalid_url(pipeline, url):
     res, = pipeline.predict(url)
     assert not res.ok and "not a valid URL" in res["error"], res
+
+
+def test_a_lazily_opened_pil_bomb_is_refused_before_it_loads(pipeline):
+    # under the size at which Pillow itself refuses to open (it only warns), over mlcls's
+    with pytest.warns(Image.DecompressionBombWarning):
+        img = Image.open(io.BytesIO(png_bomb(12000, 10000)))  # the header only, so far
+    res, = pipeline.predict(img)
+    assert not res.ok and "12000x10000 is 120000000 pixels, over the limit" in res["error"]
+
+
+@pytest.mark.parametrize("device", ["cpu:\u00b2", "cpu:\u0663"])
+def test_device_ids_are_ascii_digits_only_in_python(device, tiny_model):
+    from mlcls.errors import DeviceSpecError
+
+    with pytest.raises(DeviceSpecError, match="bad device id"):
+        create_pipeline(model_dir=tiny_model, device=device)
