@@ -203,6 +203,23 @@ def test_python_api_tags_a_ray_dataset_and_carries_its_columns(ray_local, tiny_m
         tag_dataset(clash, model_dir=str(tiny_model), device="cpu")
 
 
+def test_batch_joins_a_running_cluster_by_address(ray_local, tiny_model, tiny_images,
+                                                 tmp_path):
+    """`mlcls batch --address` from another process joins the running Ray (as a submitting
+    machine joins a cluster), and leaves it running."""
+    address = ray_local.get_runtime_context().gcs_address
+    out = subprocess.run(
+        [sys.executable, "-m", "mlcls.cli", "batch", "--address", address, "--input",
+         str(tiny_images), "--output", str(tmp_path / "out"), "--pipeline",
+         "multi_label_image_classification", "--model_dir", str(tiny_model), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "12 row(s) from 12 input(s), 0 failed" in out.stderr
+    assert sorted(r["input_path"] for r in read_rows(tmp_path / "out")) == \
+        sorted(str(p) for p in tiny_images.glob("*.png"))
+    assert ray_local.is_initialized() and ray_local.cluster_resources().get("CPU") == 2
+
+
 def test_ray_serve_deployment_answers_the_seed_python_client(ray_local, tiny_model,
                                                              tiny_images, tmp_path):
     """`mlcls --serve`'s app on Ray Serve (2 replicas) answers the seed's client unchanged
