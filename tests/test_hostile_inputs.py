@@ -366,3 +366,29 @@ def test_device_ids_are_ascii_digits_only_in_python(device, tiny_model):
 
     with pytest.raises(DeviceSpecError, match="bad device id"):
         create_pipeline(model_dir=tiny_model, device=device)
+
+
+def test_trickling_origins_do_not_starve_requests_that_carry_their_image(pipeline, trickler):
+    """With one decoder, two requests whose URLs trickle are still being fetched when a
+    request with a base64 image arrives; it is answered first, not after their deadline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = ServeSettings(port=0, log_level="warning", allow_private_urls=True,
+                             url_timeout=8, decode_workers=1)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 60, np.uint8)).save(buf, "PNG")
+    finished: list[str] = []
+
+    def post(name: str, image: str) -> int:
+        resp = requests.post(srv.url + PATH, json={"image": image, "visualize": False},
+                             timeout=60)
+        finished.append(name)
+        return resp.status_code
+
+    with BackgroundServer(pipeline, settings) as srv, ThreadPoolExecutor(3) as pool:
+        slow = [pool.submit(post, f"slow{i}", trickler.url("/slow.png")) for i in range(2)]
+        time.sleep(1.0)  # both are inside their fetch now
+        fast = pool.submit(post, "fast", b64(buf.getvalue()))
+        assert fast.result() == 200
+        assert [f.result() for f in slow] == [400, 400]
+    assert finished[0] == "fast", finished

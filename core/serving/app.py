@@ -17,12 +17,13 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..errors import UsageError
+from ..inputs import is_url
 from ..postprocess import threshold_vector
 from ..results import BaseResult
 from .batcher import DynamicBatcher, QueueFullError, ShuttingDownError
 from .errors import ServingError, bad_request
 from .handlers import error_response, install_error_handlers, log_id
-from .images import ImageLimits, load_request_image
+from .images import ImageLimits, decode_request, request_bytes
 from .limits import BodyLimitMiddleware, api_key_dependency
 from .metrics import install_metrics
 from .schemas import ErrorResponse, InferRequest, InferResponse, StatusResponse
@@ -30,6 +31,7 @@ from .settings import ServeSettings
 from .urlguard import url_guard
 
 INFER_PATH = "/multilabel-image-classification"
+FETCH_WORKERS = 16  # image URLs fetched at once (each holds at most --url_max_bytes)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": what} for code, what in {
         400: "Bad input: not base64, not an image, unreachable URL, bad parameter",
@@ -77,6 +79,7 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # Decoding holds whole images in memory: bound how many decode at once.
         workers["decode"] = anyio.CapacityLimiter(settings.workers_for_decoding)
+        workers["fetch"] = anyio.CapacityLimiter(FETCH_WORKERS)
         batcher.start()
         try:
             yield
@@ -111,8 +114,14 @@ def create_app(pipeline: Any, settings: ServeSettings | None = None) -> FastAPI:
         params = body.inferenceParams
         top_k = params.topK if params else None
         visualize = settings.visualize if body.visualize is None else body.visualize
+        # Fetching waits on the network, decoding holds whole images: separate pools, so
+        # slow origins cannot keep the decoders from the requests that carry their image.
+        data, source = await anyio.to_thread.run_sync(
+            request_bytes, body.image, limits,
+            limiter=workers["fetch"] if is_url(body.image) else workers["decode"])
         images, source, paged = await anyio.to_thread.run_sync(
-            load_request_image, body.image, limits, limiter=workers["decode"])
+            decode_request, data, source, limits, limiter=workers["decode"])
+        del data
         futures = []
         try:
             for page, pixels in enumerate(images):

@@ -89,23 +89,33 @@ def _decode_page(data: bytes, what: str | None, index: int, source: str,
     return pixels
 
 
+def request_bytes(image: str, limits: ImageLimits) -> tuple[bytes, str]:
+    """The encoded bytes of the request's ``image`` (fetched, or base64-decoded) and a short
+    name for it. Blocking: call it off the event loop."""
+    if is_url(image):
+        source = f"image URL {_short(printable(image))}"
+        try:
+            return fetch_url(image, timeout=limits.url_timeout,
+                             max_bytes=limits.url_max_bytes, guard=limits.guard), source
+        except InputError as exc:
+            raise bad_request(f"{source}: {exc.reason}") from None
+    if "://" in image[:16]:
+        raise bad_request(f"image: '{_short(printable(image))}' is a URL the server does not "
+                          "fetch; only http:// and https:// URLs are accepted")
+    return decode_base64(image), "image"
+
+
 def load_request_image(image: str, limits: ImageLimits) -> tuple[list[np.ndarray], str, bool]:
     """The RGB pixels of every page of the request's ``image`` (one for a plain image; at
     most ``max_pages`` of a PDF or TIFF), a short name for it, and whether it is a document
     with pages. Blocking: call it off the event loop."""
-    if is_url(image):
-        source = f"image URL {_short(printable(image))}"
-        try:
-            data = fetch_url(image, timeout=limits.url_timeout, max_bytes=limits.url_max_bytes,
-                             guard=limits.guard)
-        except InputError as exc:
-            raise bad_request(f"{source}: {exc.reason}") from None
-    elif "://" in image[:16]:
-        raise bad_request(f"image: '{_short(printable(image))}' is a URL the server does not "
-                          "fetch; only http:// and https:// URLs are accepted")
-    else:
-        source = "image"
-        data = decode_base64(image)
+    data, source = request_bytes(image, limits)
+    return decode_request(data, source, limits)
+
+
+def decode_request(data: bytes, source: str, limits: ImageLimits
+                   ) -> tuple[list[np.ndarray], str, bool]:
+    """``load_request_image`` after the bytes are in hand."""
     if not data:
         raise bad_request(f"{source}: empty (0 bytes)")
     what = pages.kind(data[:8])
