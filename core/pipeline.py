@@ -282,8 +282,12 @@ class MultiLabelClassificationPipeline:
                 label = item.label if isinstance(item, Sample) else path
                 text = _error_text(exc)
                 log.error("%s: %s", label, text)
-                # An input without a path (array, bytes...) is named in the error instead.
-                yield FailedResult(path, text if path else f"{label}: {text}", index)
+                # An input without a path (array, bytes...) is named in the error instead;
+                # a page of a PDF or TIFF says which page.
+                page = item.page_index if isinstance(item, Sample) else None
+                where = f"page {page}: " if path and page is not None else ""
+                yield FailedResult(path, f"{where}{text}" if path else f"{label}: {text}",
+                                   index)
                 continue
             pred = rows[k]
             k += 1

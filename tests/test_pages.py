@@ -124,3 +124,14 @@ def test_a_document_s_pages_together_stay_within_the_server_s_pixel_limit(pipeli
                              json={"image": data, "visualize": False}, timeout=120)
     assert resp.status_code == 413
     assert "pages 0 to 2 together are 299200 pixels" in resp.json()["errorMsg"]
+
+
+def test_a_page_that_fails_says_which_page(pipeline, monkeypatch):
+    """A TIFF frame over the pixel limit fails alone, named by its page; a PDF page is
+    rendered smaller instead, as PaddleX does."""
+    monkeypatch.setenv("MLCLS_MAX_PIXELS", "28000")  # frame 0 is 200x150, the others fit
+    results = list(pipeline.predict(str(FIXTURE / "pages.tiff")))
+    assert [r.ok for r in results] == [False, True, True], results
+    assert results[0]["error"].startswith("page 0: 200x150 is 30000 pixels, over the limit")
+    pdf = list(pipeline.predict(str(FIXTURE / "doc.pdf")))  # pages of 102400 and more at 2x
+    assert all(r.ok for r in pdf)
