@@ -52,8 +52,11 @@ def collect() -> dict[str, Any]:
         rows.append(report)
     faults = [{"plugin": r.name, "status": r.status, "error": r.error, "faults": r.faults}
               for r in state.records if r.error or r.faults]
+    from .tuning import all_records, record_path
+
     return {"priority": list(cat.priority), "fallback_policy": cat.fallback,
-            "catalogue": cat.source, "types": rows, "plugin_faults": faults}
+            "catalogue": cat.source, "types": rows, "plugin_faults": faults,
+            "tuned": all_records(), "tuning_record": str(record_path())}
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -99,6 +102,12 @@ def _print_table(data: dict[str, Any]) -> None:
             print(f"  failed to load: {f['error']}")
         for text in f["faults"]:
             print(f"  fault: {text}")
+    if data.get("tuned"):
+        # engines `--engine auto` takes ahead of devices.yaml's order (core/tuning.py)
+        print(f"\nengines chosen by `mlcls tune` ({data['tuning_record']}):")
+        for r in data["tuned"]:
+            print(f"  {r.get('model_dir')} on {r.get('device_type')} at batch "
+                  f"{r.get('batch_size')}: {r['engine']} (measured {r.get('measured_at')})")
     print(f"\nauto tries: {' -> '.join(data['priority'])}; explicit devices are "
           f"{'allowed to fall back' if data['fallback_policy'] else 'strict'} "
           f"(devices.yaml: {data['catalogue']})")

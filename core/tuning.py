@@ -206,3 +206,11 @@ def default_reason(resolution, engine: str | None) -> str:
     skipped = getattr(resolution, "skipped_engines", ())
     text = f"the first engine in devices.yaml's order for {resolution.device.type} that can run"
     return text + (f" (passed over: {'; '.join(skipped)})" if skipped else "")
+
+
+def all_records() -> list[dict[str, Any]]:
+    """Every record of ``mlcls tune`` here (for ``mlcls devices``), oldest model first."""
+    data = _read(record_path())
+    rows = [dict(v) for v in data.values() if isinstance(v, dict) and "engine" in v]
+    return sorted(rows, key=lambda r: (str(r.get("model_dir")), str(r.get("device_type")),
+                                       int(r.get("batch_size") or 0)))

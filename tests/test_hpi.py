@@ -130,6 +130,11 @@ def test_mlcls_tune_times_the_engines_and_records_the_fastest(tmp_path, tiny_mod
     assert entry["engine"] == fastest
     chosen = recorded_choice(load_model_dir(tiny_model), "cpu", 2)
     assert chosen is not None and chosen.engine == fastest
+    # mlcls devices lists what auto will take
+    assert main(["devices"]) == 0
+    listing = capsys.readouterr().out
+    assert "engines chosen by `mlcls tune`" in listing
+    assert f"{tiny_model} on cpu at batch 2: {fastest}" in listing
 
 
 def test_mlcls_tune_names_an_unknown_engine(tiny_model, capsys):
