@@ -239,14 +239,14 @@ def onnx_for(model: ModelSpec) -> OnnxSource:
     target = entry / ONNX_FILE
     if _looks_like_onnx(target):
         return OnnxSource(target, "cache")
-    _raise_known_failure(entry)
+    _raise_known_failure(entry, model)
     timeout = _timeout()
     try:
         with _Lock(cache_root() / "locks" / f"{key[:32]}.lock", timeout + 30,
                    str(model.model_dir)):
             if _looks_like_onnx(target):  # converted by the process we waited for
                 return OnnxSource(target, "cache")
-            _raise_known_failure(entry)
+            _raise_known_failure(entry, model)
             entry.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".inference.", suffix=".onnx.tmp", dir=entry)
             os.close(fd)
@@ -257,7 +257,8 @@ def onnx_for(model: ModelSpec) -> OnnxSource:
                     # the same files and tools fail the same way: remembered, so that every
                     # later start does not spend seconds failing again (the key changes when
                     # either does)
-                    _publish_bytes(entry / FAILED_FILE, str(exc).encode())
+                    reason = str(exc).removeprefix(f"{model.model_dir}: ")
+                    _publish_bytes(entry / FAILED_FILE, reason.encode())
                     raise ModelError(str(exc)) from None
                 os.chmod(tmp, _plain_mode())
                 meta = {"source": str(model.model_dir), "graph": model.graph_file.name,
@@ -277,12 +278,15 @@ class _ConversionFailed(Exception):
     """The converter ran and refused the model (as opposed to a time-out or a full disk)."""
 
 
-def _raise_known_failure(entry: Path) -> None:
+def _raise_known_failure(entry: Path, model: ModelSpec) -> None:
+    """A conversion of the same bytes with the same tools failed before (in this directory
+    or in another copy of the model): say so, naming this model."""
     try:
         text = (entry / FAILED_FILE).read_text(encoding="utf-8").strip()
     except OSError:
         return
-    raise ModelError(f"{text} (remembered from an earlier try; delete {entry} to try again)")
+    raise ModelError(f"{model.model_dir}: {text} (remembered from an earlier try; delete "
+                     f"{entry} to try again)")
 
 
 def conversion_problem(model: ModelSpec) -> str | None:

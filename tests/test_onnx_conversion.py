@@ -101,6 +101,7 @@ def test_a_model_the_converter_cannot_read_names_the_model(tiny_model, tmp_path,
     # remembered: the next try answers at once with the same reason
     again = onnx_model.conversion_problem(model)
     assert again and "remembered from an earlier try" in again
+    assert again.startswith(f"{broken}: paddle2onnx could not convert the model to ONNX (")
     assert not list((tmp_path / "home" / "onnx").glob("*/inference.onnx"))
 
 
