@@ -1,6 +1,7 @@
-"""The training loop: AdamW with linear warm-up then cosine decay, ASL (or BCE), one
-checkpoint per epoch, validation mAP after each epoch, the best model exported to
-``OUTPUT/best_model/inference``, and ``--resume`` from the last checkpoint."""
+"""The training loop: AdamW with linear warm-up then cosine decay (the head at a fraction of
+the rate), ASL (or BCE), validation mAP and a checkpoint after each epoch (the last N kept),
+the best model exported to ``OUTPUT/best_model/inference``, and ``--resume`` from the last
+checkpoint."""
 
 from __future__ import annotations
 
