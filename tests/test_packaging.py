@@ -61,11 +61,13 @@ def _free_port() -> int:
 
 
 def _fresh_venv_with_wheel(tmp_path: Path) -> Path:
-    """Build the wheel from a copy of what git would commit, then install it (not editable) into a new
-    venv. Its dependencies come from this venv through a path file, so the test stays offline;
-    mlcls itself can only come from the wheel (the editable finder is not carried over)."""
+    """Build the wheel from a copy of what git would commit, then install it (not editable)
+    into a new venv. Its dependencies come from this venv through a path file, so the test
+    stays offline; mlcls itself can only come from the wheel (the editable finder is not
+    carried over)."""
     src = tmp_path / "src"
-    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True,
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], cwd=REPO, capture_output=True,
                              check=True).stdout.decode().split("\0")
     for rel in filter(None, tracked):
         if rel.startswith(("core/", "backends/")) or rel in (
