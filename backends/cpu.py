@@ -3,20 +3,12 @@ so that the engine the CPU relies on is as essential as the CPU itself)."""
 
 from __future__ import annotations
 
-import os
-
 from mlcls.plugin import DeviceBackend, ProbeReport, hookimpl
 
+from .hardware import available_cores
 from .paddle_engine import PaddleEngine
 
 TYPE = "cpu"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class CpuBackend(DeviceBackend):

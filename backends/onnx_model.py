@@ -344,6 +344,8 @@ def export_onnx_dir(model: ModelSpec, target: Path) -> Path:
     by a complete one."""
     import shutil
 
+    from mlcls.results import publish_dir  # Pillow behind it: only when exporting
+
     source = onnx_for(model)
     target = Path(target).expanduser()
     if target.exists() and not target.is_dir():
@@ -356,14 +358,7 @@ def export_onnx_dir(model: ModelSpec, target: Path) -> Path:
         for name in (ONNX_FILE, "inference.yml"):
             os.chmod(scratch / name, _plain_mode())
         os.chmod(scratch, _plain_mode() | 0o111)  # mkdtemp's folder starts private
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            scratch.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            scratch.rename(target)
+        publish_dir(scratch, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target

@@ -30,6 +30,7 @@ from mlcls.plugin import (
 )
 
 from . import onnx_model
+from .hardware import available_cores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,15 +58,6 @@ def installed_version() -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
-
-
-def available_cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def check_options(device_type: str, options: dict[str, Any]) -> None:

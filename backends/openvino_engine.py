@@ -33,6 +33,7 @@ from mlcls.plugin import (
 )
 
 from . import onnx_model
+from .hardware import available_cores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -181,20 +182,11 @@ class OpenVinoEngine(Engine):
                                       f"plugins drive Intel devices, not mlcls's "
                                       f"'{device_type}'",
                                fix="use another engine on this type (`mlcls devices`)")
-        return ProbeReport(device_type, True, count=_cores(), versions=versions)
+        return ProbeReport(device_type, True, count=available_cores(), versions=versions)
 
     def create_predictor(self, model: ModelSpec, device: Device, device_id: int | None,
                          options: dict[str, Any]) -> Predictor:
         return OpenVinoPredictor(model, device, device_id, options)
-
-
-def _cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @hookimpl

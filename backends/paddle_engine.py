@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlcls.plugin import Device, DeviceError, Engine, ModelError, Placement, ProbeReport, UsageError
 
 from . import framework_probe, nvidia
+from .hardware import available_cores
 from .paddle_device import (
     FRAMEWORK_BUILDS,
     broken_framework,
@@ -42,13 +43,6 @@ log = logging.getLogger(__name__)
 NAME = "paddle"
 CACHE_DIR_NAME = ".mlcls_trt_cache"
 XPU_INSTALL = "install paddlepaddle-xpu of the same release (docs/devices.md, Kunlunxin)"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _not_installed(device_type: str, fix: str) -> ProbeReport | None:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,6 +54,20 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_dir(scratch: Path, target: Path) -> None:
+    """Move the complete folder ``scratch`` to ``target``, replacing any folder there, so a
+    reader finds the old folder or the new one, never a mix. ``scratch`` must sit beside
+    ``target`` (same file system) for the renames to be atomic."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        scratch.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        scratch.rename(target)
 
 
 def _source_name(input_path: str | None) -> str | None:

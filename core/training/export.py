@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ..errors import UsageError
-from ..results import atomic_write
+from ..results import atomic_write, publish_dir
 from .data import preprocess_ops
 
 CONFIG_NAME = "train_config.json"
@@ -53,14 +53,7 @@ def export_network(net, target: Path, *, model_name: str, image_size: int,
         paddle.jit.save(WithSigmoid(net), str(tmp / "inference"), input_spec=spec)
         write_inference_yml(tmp / "inference.yml", inference_config(
             model_name, image_size, label_names, threshold))
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        publish_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if was_training:
