@@ -241,7 +241,7 @@ def test_a_broken_probe_is_reported_not_raised():
     module.register_device_backends = register_device_backends
     plugins.register_module(module, name="badprobe")
     try:
-        from mlcls.cli_devices import collect
+        from mlcls.cli.devices import collect
 
         rows = {r["type"]: r for r in collect()["types"]}
     finally:

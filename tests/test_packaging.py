@@ -42,6 +42,9 @@ def test_wheel_carries_devices_yaml_and_the_font(tmp_path):
         names = set(zf.namelist())
         assert zf.read("mlcls/devices.yaml") == ROOT_YAML
         assert {"mlcls/assets/DejaVuSans.ttf", "mlcls/backends/cpu.py"} <= names
+        cli = {f"mlcls/cli/{p.name}" for p in (REPO / "core" / "cli").glob("*.py")}
+        assert {"mlcls/cli/__init__.py", "mlcls/cli/__main__.py", "mlcls/cli/table.py"} <= cli
+        assert cli <= names, cli - names
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "cpu = mlcls.backends.cpu" in zf.read(entry_points).decode()
         site = tmp_path / "site"
@@ -109,6 +112,10 @@ def test_installed_wheel_runs_help_the_demo_and_the_server(tmp_path):
     helped = subprocess.run([mlcls, "--help"], cwd=work, env=env, capture_output=True,
                             text=True, timeout=120)
     assert helped.returncode == 0 and "--pipeline" in helped.stdout, helped.stderr
+    helped = subprocess.run([str(venv / "bin" / "python"), "-m", "mlcls.cli", "dataset", "split",
+                             "--help"], cwd=work, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert helped.returncode == 0 and "(default: 0)" in helped.stdout, helped.stderr
 
     # README's first command, with the demo image the wheel ships
     demo = Path(where.stdout.strip()).parent / "assets" / "demo.png"

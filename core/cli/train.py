@@ -2,63 +2,60 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from .arguments import ArgumentParser, new_parser
 
-def build_parser() -> argparse.ArgumentParser:
-    from .training.augment import AugmentConfig
-    from .training.trainer import TrainConfig
-    from .training.zoo import LOSSES, MODELS
+
+def build_parser() -> ArgumentParser:
+    from ..training.augment import AugmentConfig
+    from ..training.trainer import TrainConfig
+    from ..training.zoo import LOSSES, MODELS
 
     d = TrainConfig("", "", "")
     a = AugmentConfig()
-    p = argparse.ArgumentParser(
-        prog="mlcls train", description="Train a backbone + ML-Decoder multi-label model; the "
-        "best epoch by val mAP is exported to OUTPUT/best_model/inference.")
+    p = new_parser("mlcls train", "Train a backbone + ML-Decoder multi-label model; the best "
+                   "epoch by val mAP is exported to OUTPUT/best_model/inference.")
     p.add_argument("--dataset", required=True, help="dataset folder (mlcls dataset check)")
     p.add_argument("--model", required=True, choices=list(MODELS), metavar="NAME",
                    help=f"one of: {', '.join(MODELS)}")
     p.add_argument("--output", required=True, help="folder for checkpoints and the export")
     p.add_argument("--device", help="auto (default), cpu, gpu:0, npu:0, xpu:0, mlu:0")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--batch_size", type=int, default=d.batch_size,
-                   help=f"default {d.batch_size}")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the train split")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--learning_rate", type=float, default=d.learning_rate,
-                   help=f"peak AdamW learning rate, default {d.learning_rate}")
+                   help="peak AdamW learning rate")
     p.add_argument("--head_lr", type=float, default=d.head_lr,
-                   help=f"the ML-Decoder head's learning rate as a multiple of "
-                   f"--learning_rate, default {d.head_lr}")
+                   help="the ML-Decoder head's learning rate as a multiple of --learning_rate")
     p.add_argument("--weight_decay", type=float, default=d.weight_decay,
-                   help=f"AdamW weight decay, default {d.weight_decay}")
+                   help="AdamW weight decay")
     p.add_argument("--warmup_epochs", type=float, default=d.warmup_epochs,
-                   help=f"linear warm-up length, default {d.warmup_epochs}")
+                   help="linear warm-up length in epochs")
     p.add_argument("--image_size", type=int, default=d.image_size,
-                   help=f"square input size in pixels, default {d.image_size}")
-    p.add_argument("--loss", choices=LOSSES, default=d.loss, help=f"default {d.loss}")
+                   help="square input size in pixels")
+    p.add_argument("--loss", choices=LOSSES, default=d.loss, help="training loss")
     p.add_argument("--pretrained", help="weights to start from: a PaddleClas/PaddleX or mlcls "
                    "training checkpoint (.pdparams, or a folder holding one) or an inference "
                    "model folder (inference.pdiparams); the head is skipped when the class "
                    "count differs, another architecture is refused")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch_N "
                    "checkpoint in --output")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--hflip", type=float, default=a.hflip,
-                   help=f"horizontal flip probability, default {a.hflip}: off, since mirrored "
-                   "text, digits or arrows mean something else; 0.5 suits natural photos")
+                   help="horizontal flip probability; 0 (off) suits text, digits or arrows, "
+                   "which mean something else mirrored, 0.5 suits natural photos")
     p.add_argument("--workers", type=int, default=d.workers,
-                   help="threads decoding and augmenting ahead of the step; 0 (default): one "
-                   "per core, up to 4")
+                   help="threads decoding and augmenting ahead of the step; 0: one per core, "
+                   "up to 4")
     p.add_argument("--keep_last", type=int, default=d.keep_last,
-                   help=f"epoch_N checkpoints to keep besides best_model, default "
-                   f"{d.keep_last}")
+                   help="epoch_N checkpoints to keep besides best_model")
     p.add_argument("--no_augment", action="store_true", help="train on the images as they are")
     return p
 
 
 def main(argv: list[str]) -> int:
-    from .training.augment import AugmentConfig
-    from .training.trainer import TrainConfig, Trainer
+    from ..training.augment import AugmentConfig
+    from ..training.trainer import TrainConfig, Trainer
 
     args = build_parser().parse_args(argv)
     aug = AugmentConfig.none() if args.no_augment else AugmentConfig(hflip=args.hflip)

@@ -8,22 +8,20 @@ Runs until Ctrl-C, then takes the deployment down. Needs the ``ray`` extra.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from .cli import _positive, _threshold
+from .arguments import ArgumentParser, new_parser, positive, threshold
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .serving.settings import add_serve_arguments
+def build_parser() -> ArgumentParser:
+    from ..serving.settings import add_serve_arguments
 
     # "resolve": our --host/--port (Serve's proxy, port 8000) replace those of --serve's
     # flags wherever those are declared.
-    p = argparse.ArgumentParser(
-        prog="mlcls serve-ray", conflict_handler="resolve",
-        description="Serve the pipeline over HTTP on Ray Serve: the routes, schema and limits "
-                    "of mlcls --serve, in as many replicas as asked.")
+    p = new_parser("mlcls serve-ray", "Serve the pipeline over HTTP on Ray Serve: the routes, "
+                   "schema and limits of mlcls --serve, in as many replicas as asked.",
+                   conflict_handler="resolve")
     p.add_argument("--pipeline", required=True,
                    help="multi_label_image_classification, or a pipeline YAML")
     p.add_argument("--model", help="official model name, or a model directory")
@@ -32,27 +30,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", help="inference engine (auto or a name), where supported")
     p.add_argument("--fallback", action="store_true", default=None,
                    help="if the device cannot be used, take its fallback (devices.yaml)")
-    p.add_argument("--threshold", type=_threshold,
+    p.add_argument("--threshold", type=threshold,
                    help="default score threshold in [0, 1] (requests may give their own)")
-    p.add_argument("--num_replicas", type=_positive, default=1, help="replicas (1)")
+    p.add_argument("--num_replicas", type=positive, default=1, help="replicas")
     p.add_argument("--address", help="Ray cluster to run on (default: start Ray here)")
     add_serve_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address of Serve's HTTP proxy")
-    p.add_argument("--port", type=int, default=8000, help="port of Serve's HTTP proxy (8000)")
+    p.add_argument("--port", type=int, default=8000, help="port of Serve's HTTP proxy")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .distributed.batch import BatchSettings, connect_ray
-    from .errors import MlclsError, UsageError
-    from .serving.settings import settings_from_args
+    from ..distributed.batch import BatchSettings, connect_ray
+    from ..errors import MlclsError, UsageError
+    from ..serving.settings import settings_from_args
 
     try:
         import ray
         from ray import serve
 
-        from .distributed.serve import mlcls_app
+        from ..distributed.serve import mlcls_app
     except ImportError as exc:
         raise UsageError(f"serve-ray needs Ray Serve ({exc.name} is missing): "
                          "pip install 'mlcls[ray]'") from None

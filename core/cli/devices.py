@@ -10,14 +10,13 @@ OpenCV is imported here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from typing import Any
 
-from . import plugins
-from .catalogue import load_catalogue
-from .devices import (
+from .. import plugins
+from ..catalogue import load_catalogue
+from ..devices import (
     aliases,
     engine_preference,
     fallback_chain,
@@ -26,6 +25,8 @@ from .devices import (
     probe,
     probe_engine,
 )
+from .arguments import ArgumentParser, new_parser
+from .table import print_table
 
 
 def collect() -> dict[str, Any]:
@@ -52,21 +53,15 @@ def collect() -> dict[str, Any]:
         rows.append(report)
     faults = [{"plugin": r.name, "status": r.status, "error": r.error, "faults": r.faults}
               for r in state.records if r.error or r.faults]
-    from .tuning import all_records, record_path
+    from ..tuning import all_records, record_path
 
     return {"priority": list(cat.priority), "fallback_policy": cat.fallback,
             "catalogue": cat.source, "types": rows, "plugin_faults": faults,
             "tuned": all_records(), "tuning_record": str(record_path())}
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-
-
 def _print_table(data: dict[str, Any]) -> None:
-    _table(("type", "plugin", "available", "count", "engines", "versions"), [
+    print_table(("type", "plugin", "available", "count", "engines", "versions"), [
         (r["type"], r["plugin"] or "-", "yes" if r["available"] else "no",
          str(r["count"]) if r["available"] else "-",
          ",".join(e["engine"] for e in r["engines"] if e["available"]) or "-",
@@ -113,13 +108,15 @@ def _print_table(data: dict[str, Any]) -> None:
           f"(devices.yaml: {data['catalogue']})")
 
 
+def build_parser() -> ArgumentParser:
+    p = new_parser("mlcls devices", "List the device types mlcls knows, whether each can run "
+                   "here, and which engines can run on it.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mlcls devices",
-        description="List the device types mlcls knows, whether each can run here, and which "
-                    "engines can run on it.")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     # the faults are printed below; the log's copy of each would only repeat them
     logging.getLogger("mlcls.plugins").setLevel(logging.ERROR)
     data = collect()

@@ -9,17 +9,20 @@ import math
 import sys
 from dataclasses import asdict
 
-from .errors import UsageError
+from ..errors import UsageError
+from .arguments import ArgumentParser, new_parser
+from .table import print_table
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlcls eval", description="Evaluate an exported model "
-                                "on a PaddleX-format multi-label dataset.")
+def build_parser() -> ArgumentParser:
+    p = new_parser("mlcls eval", "Evaluate an exported model on a PaddleX-format multi-label "
+                   "dataset.")
     p.add_argument("--model_dir", required=True, help="inference-model directory")
     p.add_argument("--dataset", required=True, help="dataset folder")
-    p.add_argument("--split", default="val", choices=("val", "train"), help="default val")
+    p.add_argument("--split", default="val", choices=("val", "train"),
+                   help="the dataset split to score")
     p.add_argument("--device", help="auto (default), cpu, gpu:0, npu:0...")
-    p.add_argument("--batch_size", type=int, default=32, help="default 32")
+    p.add_argument("--batch_size", type=int, default=32, help="images per batch")
     p.add_argument("--threshold", type=float,
                    help="one threshold for all classes (default: the model's inference.yml)")
     p.add_argument("--calibrate", action="store_true",
@@ -31,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fmt(value: float | None) -> str:
-    return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.4f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def _finite(value):
@@ -54,13 +56,10 @@ def print_report(report, names: list[str], header: str, calibrated=None) -> None
     print(f"at the threshold: micro P {m['precision']:.4f} R {m['recall']:.4f} "
           f"F1 {m['f1']:.4f}; macro P {M['precision']:.4f} R {M['recall']:.4f} "
           f"F1 {M['f1']:.4f}")
-    width = max([5] + [len(n) for n in names])
-    print(f"{'id':>3}  {'class':<{width}}  {'pos':>5}  {'AP':>6}  {'thresh':>6}  "
-          f"{'prec':>6}  {'recall':>6}  {'F1':>6}")
-    for c, name in enumerate(names):
-        print(f"{c:>3}  {name:<{width}}  {report.positives[c]:>5}  "
-              f"{_fmt(report.per_class_ap[c])}  {report.threshold[c]:.4f}  "
-              f"{report.precision[c]:.4f}  {report.recall[c]:.4f}  {report.f1[c]:.4f}")
+    print_table(("id", "class", "pos", "AP", "thresh", "prec", "recall", "F1"), [
+        (c, name, report.positives[c], _fmt(report.per_class_ap[c]),
+         _fmt(report.threshold[c]), _fmt(report.precision[c]), _fmt(report.recall[c]),
+         _fmt(report.f1[c])) for c, name in enumerate(names)], align="><>>>>>>")
     if calibrated is not None:
         c = calibrated
         print(f"calibrated per-class thresholds: micro F1 {c.micro['f1']:.4f}, macro F1 "
@@ -68,12 +67,12 @@ def print_report(report, names: list[str], header: str, calibrated=None) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pipeline import create_pipeline
-    from .postprocess import threshold_vector
-    from .training.calibrate import calibrate, write_thresholds
-    from .training.dataset import load_dataset
-    from .training.metrics import evaluate
-    from .training.scoring import score_files
+    from ..pipeline import create_pipeline
+    from ..postprocess import threshold_vector
+    from ..training.calibrate import calibrate, write_thresholds
+    from ..training.dataset import load_dataset
+    from ..training.metrics import evaluate
+    from ..training.scoring import score_files
 
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be at least 1, got {args.batch_size}")

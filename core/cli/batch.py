@@ -10,17 +10,14 @@ the job could not run, 2 usage error. Needs the ``ray`` extra. See docs/distribu
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .cli import _positive, _threshold
+from .arguments import ArgumentParser, new_parser, positive, threshold
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mlcls batch",
-        description="Tag every image of a folder, glob, listing or object store on Ray Data; "
-                    "one Parquet row per image (per page for multi-page files).")
+def build_parser() -> ArgumentParser:
+    p = new_parser("mlcls batch", "Tag every image of a folder, glob, listing or object store "
+                   "on Ray Data; one Parquet row per image (per page for multi-page files).")
     p.add_argument("--input", required=True, metavar="SRC",
                    help="folder (recursive), glob, .txt/.csv/.parquet listing of paths or "
                         "URLs, or a filesystem URI (s3://bucket/prefix)")
@@ -35,13 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", help="inference engine (auto or a name), where supported")
     p.add_argument("--fallback", action="store_true", default=None,
                    help="if the device cannot be used, take its fallback (devices.yaml)")
-    p.add_argument("--batch_size", type=_positive, default=8, help="images per batch (8)")
-    p.add_argument("--threshold", type=_threshold,
+    p.add_argument("--batch_size", type=positive, default=8, help="images per batch")
+    p.add_argument("--threshold", type=threshold,
                    help="score threshold in [0, 1] (or JSON per-class list/dict)")
     p.add_argument("--address", help="Ray cluster to run on (default: start Ray here)")
-    p.add_argument("--num_workers", type=_positive,
+    p.add_argument("--num_workers", type=positive,
                    help="inference workers (default: one per device; on cpu one per node)")
-    p.add_argument("--num_cpus", type=_positive,
+    p.add_argument("--num_cpus", type=positive,
                    help="CPUs the local Ray may use (without --address; default: all)")
     p.add_argument("--resume", action="store_true",
                    help="DST holds an earlier run's rows: skip the inputs already written")
@@ -50,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .distributed.batch import BatchSettings, run_batch
-    from .errors import UsageError
+    from ..distributed.batch import BatchSettings, run_batch
+    from ..errors import UsageError
 
     if args.address and args.num_cpus:
         raise UsageError("--num_cpus sizes a local Ray; a cluster (--address) has its own")

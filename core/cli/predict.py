@@ -1,83 +1,25 @@
-"""The ``mlcls`` command: PaddleX's flags for prediction, plus subcommands.
-
-    mlcls --pipeline NAME|YAML --input X [--device D] [--save_path DIR] ...
-    mlcls --get_pipeline_config NAME [--save_path DIR]
-    mlcls plugins [--json]
-
-Exit status: 0 success, 1 when any input failed (or the run could not start), 2 usage error.
-"""
+"""``mlcls --pipeline ... --input ...``: PaddleX's flags (plus ``--device``, ``--engine``) for
+tagging images, ``--get_pipeline_config`` and ``--serve``: everything but the subcommands."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from .errors import MlclsError, UsageError
-from .limits import printable
-
-# Subcommands live in their own modules, each with ``main(argv) -> int``.
-SUBCOMMANDS = {
-    "plugins": "mlcls.cli_plugins",
-    "devices": "mlcls.cli_devices",
-    "dataset": "mlcls.cli_dataset",
-    "train": "mlcls.cli_train",
-    "eval": "mlcls.cli_eval",
-    "export": "mlcls.cli_export",
-    "batch": "mlcls.cli_batch",
-    "serve-ray": "mlcls.cli_serve_ray",
-    "tune": "mlcls.cli_tune",
-}
+from ..errors import UsageError
+from ..limits import printable
+from .arguments import ArgumentParser, new_parser, positive, threshold
 
 
-def _threshold(text: str):
-    text = text.strip()
-    if text[:1] in "[{":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a number (or a JSON list/dict of per-class thresholds)") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1]")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows each flag's default where it has one and its help does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mlcls", formatter_class=_HelpFormatter,
-        description="Tag images with every label that applies, on any device. "
-                    f"Subcommands: {', '.join(SUBCOMMANDS)} (mlcls SUBCOMMAND --help).")
+def build_parser(subcommands: tuple[str, ...] = ()) -> ArgumentParser:
+    p = new_parser(
+        "mlcls", "Tag images with every label that applies, on any device."
+        + (f" Subcommands: {', '.join(subcommands)} (mlcls SUBCOMMAND --help)."
+           if subcommands else ""))
     p.add_argument("--pipeline", help="multi_label_image_classification, or a pipeline YAML")
     p.add_argument("--input", nargs="+",
                    help="image or PDF file(s), directory, or http(s) URL")
@@ -91,17 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "for the device), paddle, ... (mlcls devices lists them)")
     p.add_argument("--save_path", help="folder for <name>_res.json and <name>_res.<ext> "
                    "(default: results are only printed)")
-    p.add_argument("--threshold", type=_threshold,
+    p.add_argument("--threshold", type=threshold,
                    help="score threshold in [0, 1] (or JSON per-class list/dict; default: "
                         "the pipeline YAML's, else the model's inference.yml)")
     p.add_argument("--model", help="official model name, or a model directory")
     p.add_argument("--model_dir", help="PaddleX inference-model directory")
-    p.add_argument("--batch_size", type=_positive,
+    p.add_argument("--batch_size", type=positive,
                    help="images per batch (default: the pipeline YAML's, else 1)")
     p.add_argument("--get_pipeline_config", metavar="NAME",
-                   help="write the default pipeline YAML (to --save_path, default .)")
+                   help="write the default pipeline YAML to --save_path (default: .)")
     p.add_argument("--serve", action="store_true", help="serve the pipeline over HTTP")
-    from .serving.settings import add_serve_arguments
+    from ..serving.settings import add_serve_arguments
 
     add_serve_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="do not print each result")
@@ -110,14 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return f"mlcls {__version__}"
 
 
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace,
+        subcommands: tuple[str, ...] = ()) -> int:
+    if args.get_pipeline_config:
+        return _write_config(args.get_pipeline_config, args.save_path)
+    if args.serve:
+        return importlib.import_module("mlcls.serving").serve_from_args(args)
+    if not args.input:
+        parser.error("--input is required (or use --get_pipeline_config, --serve, "
+                     f"or a subcommand: {', '.join(subcommands)})")
+    if not args.pipeline:
+        parser.error("--pipeline is required: multi_label_image_classification or a YAML")
+    return _predict(args)
+
+
 def _write_config(name: str, save_path: str | None) -> int:
-    from .config import PIPELINE_NAMES, default_config_text
-    from .results import atomic_write
+    from ..config import PIPELINE_NAMES, default_config_text
+    from ..results import atomic_write
 
     if name not in PIPELINE_NAMES:
         raise UsageError(f"unknown pipeline '{name}': use {' or '.join(PIPELINE_NAMES)}")
@@ -131,9 +87,9 @@ def _write_config(name: str, save_path: str | None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .inputs import expand_inputs
-    from .pipeline import create_pipeline
-    from .progress import Progress, StderrRelay
+    from ..inputs import expand_inputs
+    from ..pipeline import create_pipeline
+    from ..progress import Progress, StderrRelay
 
     if args.save_path:
         check_save_path(args.save_path)
@@ -170,7 +126,7 @@ def check_save_path(save_path: str) -> None:
     """Refuse, before any work, a --save_path that cannot take a set of results: an existing
     file (``/dev/null`` included), a name that looks like one file, a folder (or the nearest
     existing parent of one to be made) that cannot be written."""
-    from .inputs import IMAGE_SUFFIXES
+    from ..inputs import IMAGE_SUFFIXES
 
     path = Path(save_path)
     shown = printable(save_path)
@@ -192,57 +148,3 @@ def check_save_path(save_path: str) -> None:
     except OSError as exc:
         raise UsageError(f"--save_path {shown}: cannot write in {printable(str(probe))} "
                          f"({exc.strerror or exc})") from None
-
-
-class _PrintableFormatter(logging.Formatter):
-    """Log lines with control characters escaped: a file name cannot forge output lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
-        return printable(super().formatMessage(record))
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(_PrintableFormatter("mlcls: %(levelname)s: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    if argv and argv[0] in SUBCOMMANDS:
-        module = importlib.import_module(SUBCOMMANDS[argv[0]])
-        return report_errors(f"mlcls {argv[0]}", lambda: module.main(argv[1:]))
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return report_errors("mlcls", lambda: _run_flags(parser, args))
-
-
-def report_errors(prog: str, run: Callable[[], int]) -> int:
-    """Run a command; mlcls's own errors become one line on stderr and the exit status:
-    2 for usage errors, 1 for the others, 130 on Ctrl-C. Every subcommand goes through here,
-    so a subcommand just raises."""
-    try:
-        return run()
-    except UsageError as exc:
-        print(f"{prog}: error: {printable(str(exc))}", file=sys.stderr)
-        return 2
-    except MlclsError as exc:
-        print(f"{prog}: error: {printable(str(exc))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-
-
-def _run_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.get_pipeline_config:
-        return _write_config(args.get_pipeline_config, args.save_path)
-    if args.serve:
-        return importlib.import_module("mlcls.serving").serve_from_args(args)
-    if not args.input:
-        parser.error("--input is required (or use --get_pipeline_config, --serve, "
-                     f"or a subcommand: {', '.join(SUBCOMMANDS)})")
-    if not args.pipeline:
-        parser.error("--pipeline is required: multi_label_image_classification or a YAML")
-    return _predict(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
