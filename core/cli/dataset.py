@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .arguments import ArgumentParser, new_parser
+from .quiet import add_verbose_flag, paddle_quiet
 from .table import print_table
 
 
@@ -22,6 +23,7 @@ def build_parser() -> ArgumentParser:
     c.add_argument("--output", help="where histogram.png goes (default: DATASET/check)")
     c.add_argument("--no_decode", action="store_true", help="skip decoding every image")
     c.add_argument("--json", action="store_true", help="print one JSON object")
+    add_verbose_flag(c)
     s = sub.add_parser("split", help="pool train.txt and val.txt and split them again",
                        description="Pool train.txt and val.txt and split them again (the "
                        "previous lists are kept as *.txt.bak).")
@@ -96,7 +98,8 @@ def convert(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.action == "check":
-        return check(args)
+        with paddle_quiet(args.verbose):
+            return check(args)
     if args.action == "split":
         from ..training.dataset_tools import split_dataset
 

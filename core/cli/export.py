@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import ArgumentParser, new_parser
+from .quiet import add_verbose_flag, paddle_quiet
 
 DEFAULT_THRESHOLD = 0.5  # a checkpoint's export; a model directory keeps its own
 
@@ -26,6 +27,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help=f"score threshold written into a checkpoint's export (default: "
                    f"{DEFAULT_THRESHOLD}); a model directory keeps its own")
+    add_verbose_flag(p)
     return p
 
 
@@ -38,11 +40,12 @@ def main(argv: list[str]) -> int:
         p.error("--model_dir is already a Paddle inference model; it exports with --format onnx")
     if args.model_dir and args.threshold is not None:
         p.error("--threshold applies to a checkpoint's export; edit the model's inference.yml")
-    if args.format == "onnx":
-        return _export_onnx(args)
-    from ..training.export import export_checkpoint
+    with paddle_quiet(args.verbose):
+        if args.format == "onnx":
+            return _export_onnx(args)
+        from ..training.export import export_checkpoint
 
-    target = export_checkpoint(args.checkpoint, args.output, _threshold(args))
+        target = export_checkpoint(args.checkpoint, args.output, _threshold(args))
     print(f"exported {args.checkpoint} to {target}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from .arguments import ArgumentParser, new_parser
+from .quiet import add_verbose_flag, paddle_quiet
 
 
 def build_parser() -> ArgumentParser:
@@ -50,6 +51,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--keep_last", type=int, default=d.keep_last,
                    help="epoch_N checkpoints to keep besides best_model")
     p.add_argument("--no_augment", action="store_true", help="train on the images as they are")
+    add_verbose_flag(p)
     return p
 
 
@@ -67,7 +69,8 @@ def main(argv: list[str]) -> int:
                       seed=args.seed, workers=args.workers, keep_last=args.keep_last,
                       head_lr=args.head_lr, augment=aug)
     try:
-        Trainer(cfg).run()
+        with paddle_quiet(args.verbose):
+            Trainer(cfg).run()
     except KeyboardInterrupt:
         print("mlcls train: interrupted; continue with --resume", file=sys.stderr)
         return 130
