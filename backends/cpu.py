@@ -3,9 +3,8 @@ so that the engine the CPU relies on is as essential as the CPU itself)."""
 
 from __future__ import annotations
 
-from mlcls.plugin import DeviceBackend, ProbeReport, hookimpl
+from mlcls.plugin import DeviceBackend, ProbeReport, available_cores, hookimpl
 
-from .hardware import available_cores
 from .paddle_engine import PaddleEngine
 
 TYPE = "cpu"

@@ -15,14 +15,6 @@ import re
 from mlcls.plugin import ProbeReport
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def node_indices(pattern: str) -> list[int]:
     """The physical indices of the device nodes matching ``pattern`` (``/dev/davinci*``): the
     trailing number of each node name, sorted."""

@@ -29,11 +29,11 @@ from mlcls.plugin import (
     Predictor,
     ProbeReport,
     UsageError,
+    available_cores,
     hookimpl,
 )
 
 from . import onnx_model
-from .hardware import available_cores
 
 if TYPE_CHECKING:
     import numpy as np

@@ -18,10 +18,18 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcls.plugin import Device, DeviceError, Engine, ModelError, Placement, ProbeReport, UsageError
+from mlcls.plugin import (
+    Device,
+    DeviceError,
+    Engine,
+    ModelError,
+    Placement,
+    ProbeReport,
+    UsageError,
+    available_cores,
+)
 
 from . import framework_probe, nvidia
-from .hardware import available_cores
 from .paddle_device import (
     FRAMEWORK_BUILDS,
     broken_framework,

@@ -59,14 +59,17 @@ def _paths(images: str) -> list[str]:
     return sorted(str(p) for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _mlcls_factory(model: str, batch: int, threads: int, loaders: int | None = None,
+def _mlcls_factory(model: str, batch: int, threads: int, options: dict[str, int],
                    engine: str = "auto"):
     t = time.perf_counter()
     import mlcls
     from mlcls import create_pipeline  # noqa: F401 - the import a user's program does
     t_import = time.perf_counter() - t
 
-    options = {"threads": threads} | ({} if loaders is None else {"loaders": loaders})
+    # The thread budget is shared by the streams (devices.yaml's, or the side's own).
+    from mlcls.catalogue import load_catalogue
+    streams = options.get("streams") or load_catalogue().entry("cpu").options.get("streams", 1)
+    options = {"threads": max(1, threads // streams)} | options
 
     def create():
         pipeline = create_pipeline("multi_label_image_classification", device="cpu",
@@ -147,7 +150,7 @@ SEQUENTIAL = "sequential img/s"
 
 def _factory(args: argparse.Namespace):
     if args.worker == "mlcls":
-        return _mlcls_factory(args.model, args.batch, args.threads, loaders=args.mlcls_loaders,
+        return _mlcls_factory(args.model, args.batch, args.threads, args.option,
                               engine=args.engine)
     return _paddlex_factory(args.model, args.batch, args.threads)
 
@@ -217,8 +220,8 @@ def spawn(side: Side, batch: int, args: argparse.Namespace, whole: bool = False)
     cmd = [side.python, str(Path(__file__).resolve()), "--worker", side.framework,
            "--batch", str(batch), "--threads", str(threads), "--model", args.model,
            "--images", args.images, "--engine", side.engine]
-    if args.mlcls_loaders is not None:
-        cmd += ["--mlcls-loaders", str(args.mlcls_loaders)]
+    for key, value in side.options:
+        cmd += ["--option", f"{key}={value}"]
     if whole:
         cmd.append("--whole")
     with tempfile.TemporaryFile("w+") as err:
@@ -243,6 +246,21 @@ class Side:
     framework: str  # mlcls | paddlex
     python: str
     engine: str = "auto"
+    options: tuple[tuple[str, int], ...] = ()  # mlcls device options of this side
+
+
+def parse_side(text: str) -> Side:
+    """``ENGINE`` or ``ENGINE+KEY=N+KEY=N`` (mlcls device options, e.g. auto+streams=1)."""
+    engine, *pairs = text.split("+")
+    options = []
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not value.isdigit():
+            raise SystemExit(f"--engines: {text!r}: options are KEY=N, e.g. auto+streams=1")
+        options.append((key, int(value)))
+    name = "mlcls" if engine == "auto" else f"mlcls-{engine}"
+    name += "".join(f"+{k}={v}" for k, v in options)
+    return Side(name, "mlcls", sys.executable, engine, tuple(options))
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -325,13 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                    "default: 10)")
     p.add_argument("--engines", default="auto",
                    help="mlcls engines to measure, comma separated, each a side of its own "
-                   "(auto = mlcls's default choice; e.g. auto,paddle,onnxruntime,openvino)")
+                   "(auto = mlcls's default choice; e.g. auto,paddle,onnxruntime,openvino); "
+                   "ENGINE+KEY=N+... gives the side device options, e.g. auto+streams=1")
     p.add_argument("--no-whole", action="store_true",
                    help="skip the whole-run processes (exec -> exit)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median)")
-    p.add_argument("--mlcls-loaders", type=int, metavar="N",
-                   help="mlcls's device option 'loaders' (threads decoding ahead; default: "
-                   "devices.yaml's)")
+    p.add_argument("--option", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--only", choices=["mlcls", "paddlex"], help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write every run's figures to this file")
     p.add_argument("--timeout", type=float, default=600, help=argparse.SUPPRESS)
@@ -344,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(not name or not eq for name, eq, _ in pairs):
         p.error(f"--paddlex-env takes NAME=VALUE, got {args.paddlex_env}")
     args.paddlex_env = {name: value for name, _, value in pairs}
+    args.option = {k: int(v) for k, _, v in (o.partition("=") for o in args.option)}
     args.model = str(Path(args.model).expanduser().resolve())
     args.images = str(Path(args.images).expanduser().resolve())
     if args.worker:
@@ -351,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    sides = [Side("mlcls" if e == "auto" else f"mlcls-{e}", "mlcls", sys.executable, e)
-             for e in engines]
+    sides = [parse_side(e) for e in engines]
     if args.paddlex_python:
         sides.append(Side("paddlex", "paddlex", str(Path(args.paddlex_python).expanduser())))
     if args.only:
@@ -386,9 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.paddlex_env:
         print("environment of PaddleX only: "
               + " ".join(f"{k}={v}" for k, v in args.paddlex_env.items()))
-    if args.mlcls_loaders is not None:
-        print(f"mlcls device option: loaders={args.mlcls_loaders}")
-    print(f"thread budget: {args.threads} inference threads on each mlcls side, "
+    print(f"thread budget: {args.threads} inference threads on each mlcls side (shared by its "
+          f"streams), "
           f"{args.paddlex_threads or args.threads} for PaddleX\n")
     print(table(results, frameworks))
     if "paddlex" in frameworks:

@@ -32,7 +32,7 @@ AUTO = "auto"
 ENV_FALLBACK = "MLCLS_FALLBACK"
 ENV_IGNORE_CAPABILITY = "MLCLS_IGNORE_CAPABILITY"
 # Options that steer the pipeline rather than an engine; the rest of device_options go to it.
-PIPELINE_OPTIONS = frozenset({"loaders"})
+PIPELINE_OPTIONS = frozenset({"loaders", "streams"})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +24,14 @@ from .errors import DeviceError, InputError, MlclsError, ModelError, UsageError
 from .inputs import Sample, expand_inputs
 from .model import ModelSpec, load_model_dir
 from .model_hub import ensure_model
-from .plugin import Engine, Placement, Postprocessor, Predictor, Preprocessor
+from .plugin import (
+    Engine,
+    Placement,
+    Postprocessor,
+    Predictor,
+    Preprocessor,
+    available_cores,
+)
 from .postprocess import threshold_vector
 from .results import BaseResult, FailedResult, MultiLabelClsResult
 
@@ -67,12 +75,15 @@ class MultiLabelClassificationPipeline:
         self._engine: Engine = engine
         cat = load_catalogue()
         overrides = dict(device_options or {})
-        # Pipeline settings of the type (loaders) and the engine's own options are kept apart
-        # in devices.yaml; device_options overrides either, by key.
+        # Pipeline settings (loaders, streams) come from the type's options, then from the
+        # engine's (their best value can depend on the engine), then from device_options; the
+        # rest of the engine's options go to the engine.
         type_options = dict(cat.entry(device.type).options)
+        options = cat.options_for(self.engine_name, device.type)
+        for key in devices.PIPELINE_OPTIONS & options.keys():
+            type_options[key] = options.pop(key)
         type_options.update({k: v for k, v in overrides.items()
                              if k in devices.PIPELINE_OPTIONS})
-        options = cat.options_for(self.engine_name, device.type)
         options.update({k: v for k, v in overrides.items()
                         if k not in devices.PIPELINE_OPTIONS})
         self.options = options
@@ -85,21 +96,32 @@ class MultiLabelClassificationPipeline:
             raise UsageError(f"device option 'loaders' must be a whole number >= 0, got "
                              f"{loaders!r}")
         workers = max(2, min(4, os.cpu_count() or 1)) if loaders is None else loaders
+        # Streams: predictors per device, each running whole batches of its own, so that
+        # decoding and the other streams' inference fill the cores one engine's threads leave
+        # idle. An engine's `threads: 0` then shares the available cores among them.
+        self.streams = type_options.get("streams", 1)
+        if isinstance(self.streams, bool) or not isinstance(self.streams, int) or \
+                self.streams < 1:
+            raise UsageError(f"device option 'streams' must be a whole number >= 1, got "
+                             f"{self.streams!r}")
+        if self.streams > 1 and options.get("threads") == 0:
+            options["threads"] = max(1, available_cores() // self.streams)
         problem = devices.precision_problem(device.type, model, options)
         if problem:
             raise DeviceError(problem)
         devices.apply_environment(devices.environment_for(device.type, self.engine_name,
                                                           type_options, options))
+        # One predictor (and its read-back placement) per device id now; the other streams
+        # open on the first run that has work for them (open_streams), so that a one-image
+        # run starts as fast as a single stream.
         self.predictors: list[Predictor] = []
         self.placements: list[Placement] = []
+        self._device = device
+        self._ids = list(device.ids or (None,))
+        self._streams_lock = threading.Lock()
         try:
-            for device_id in device.ids or (None,):
-                predictor = self._call("create_predictor", engine.create_predictor, model,
-                                       device, device_id, dict(options))
-                if not isinstance(predictor, Predictor):
-                    raise DeviceError(f"plugin '{self._engine_plugin}': engine "
-                                      f"'{self.engine_name}' returned a "
-                                      f"{type(predictor).__name__}, not a Predictor")
+            for device_id in self._ids:
+                predictor = self._create_predictor(device_id)
                 self.predictors.append(predictor)
                 self.placements.append(self._check_placement(device.single(device_id),
                                                              predictor, fallback))
@@ -118,7 +140,45 @@ class MultiLabelClassificationPipeline:
             self._check_label_count()
         self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="mlcls-load")
                       if workers else None)
-        self._runners = ThreadPoolExecutor(len(self.predictors), thread_name_prefix="mlcls-run")
+        self._runners = ThreadPoolExecutor(len(self._ids) * self.streams,
+                                           thread_name_prefix="mlcls-run")
+
+    def _create_predictor(self, device_id: int | None) -> Predictor:
+        predictor = self._call("create_predictor", self._engine.create_predictor, self.model,
+                               self._device, device_id, dict(self.options))
+        if not isinstance(predictor, Predictor):
+            raise DeviceError(f"plugin '{self._engine_plugin}': engine '{self.engine_name}' "
+                              f"returned a {type(predictor).__name__}, not a Predictor")
+        return predictor
+
+    def open_streams(self) -> int:
+        """Open the predictors that the ``streams`` option asks for beyond the first one per
+        device id (once; later calls return at once) and return how many there are. A stream
+        that cannot be opened, or that reads back another placement than its device's first,
+        is closed and logged, and the pipeline goes on with the ones it has."""
+        wanted = len(self._ids) * self.streams
+        with self._streams_lock:
+            while len(self.predictors) < wanted:
+                first = len(self.predictors) % len(self._ids)
+                try:
+                    predictor = self._create_predictor(self._ids[first])
+                except MlclsError as exc:
+                    log.warning("stream %d not opened: %s", len(self.predictors) + 1, exc)
+                    break
+                placement = self._call("placement", self._engine.placement, predictor)
+                if not isinstance(placement, Placement) or \
+                        placement.device != self.placements[first].device:
+                    log.warning("stream %d not opened: it reads back %s, not %s",
+                                len(self.predictors) + 1,
+                                getattr(placement, "device", placement),
+                                self.placements[first].device)
+                    self._call("close", predictor.close)
+                    break
+                self.predictors.append(predictor)
+                self.placements.append(dataclasses.replace(
+                    placement, engine=placement.engine or self.engine_name))
+            self.streams = len(self.predictors) // len(self._ids)  # no retry on every run
+        return len(self.predictors)
 
     def _check_label_count(self) -> None:
         """One blank image through the network at load: a label_list that does not match the
@@ -164,11 +224,11 @@ class MultiLabelClassificationPipeline:
     @property
     def device(self) -> str:
         """The device(s) actually used, e.g. ``cpu`` or ``gpu:0,1``."""
-        types = {p.device.partition(":")[0] for p in self.placements}
-        if len(types) == 1 and len(self.placements) > 1:
-            ids = [p.device.partition(":")[2] for p in self.placements]
-            return f"{types.pop()}:{','.join(ids)}"
-        return ",".join(p.device for p in self.placements)
+        used = list(dict.fromkeys(p.device for p in self.placements))  # streams share one
+        types = {d.partition(":")[0] for d in used}
+        if len(types) == 1 and len(used) > 1:
+            return f"{types.pop()}:{','.join(d.partition(':')[2] for d in used)}"
+        return ",".join(used)
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -224,21 +284,23 @@ class MultiLabelClassificationPipeline:
             yield chunk
 
     def _predict(self, items, threshold, batch_size) -> Iterator[BaseResult]:
-        n = len(self.predictors)
-        lookahead = n + 1  # batches being decoded ahead of the ones running
         chunks = self._chunks(items, batch_size)
         loading: deque = deque()
         running: deque = deque()
         turn = 0
 
         def refill() -> None:
-            while len(loading) < lookahead:
+            while len(loading) < len(self.predictors) + 1:  # decoded ahead of the running
                 nxt = next(chunks, None)
                 if nxt is None:
                     return
                 loading.append(nxt)
 
         refill()
+        if len(loading) > 1:  # more than one batch: the streams have work
+            self.open_streams()
+            refill()
+        n = len(self.predictors)
         while loading or running:
             while loading and len(running) < n:
                 chunk = loading.popleft()

@@ -16,6 +16,7 @@ that registering plugins stays cheap and free of import cycles.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,8 +241,18 @@ def on_fallback(requested: str, used: str, reason: str) -> None:
     """Told each time a requested device could not be used and another was taken instead."""
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's total): what an
+    engine's ``threads: 0`` means on a CPU."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 __all__ = [
     "Device", "DeviceBackend", "DeviceError", "Engine", "MlclsError", "ModelError", "Placement",
     "Postprocessor", "Prediction", "Predictor", "Preprocessor", "ProbeReport", "UsageError",
-    "hookimpl", "hookspec", "on_fallback", "register_device_backends", "register_engines",
+    "available_cores", "hookimpl", "hookspec", "on_fallback", "register_device_backends",
+    "register_engines",
 ]

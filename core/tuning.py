@@ -146,28 +146,43 @@ def synthetic_batch(pipeline, batch_size: int, seed: int = 0):
     return pre.collate([pre.prepare(img) for img in images])
 
 
+def _round(predictors: list, batch, per_round: float) -> float:
+    """ms per image of every predictor (stream) running ``batch`` over and over at once, for
+    about ``per_round`` seconds: an engine's throughput with all its streams busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def loop(run) -> int:
+        n, start = 0, time.perf_counter()
+        while n < 2 or time.perf_counter() - start < per_round:
+            run(batch)
+            n += 1
+        return n
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(predictors)) as pool:
+        runs = sum(pool.map(loop, [p.run for p in predictors]))
+    return (time.perf_counter() - start) / (runs * len(batch)) * 1e3
+
+
 def time_engines(pipelines: dict[str, Any], batch_size: int, seconds: float,
                  rounds: int = 3) -> dict[str, EngineTiming]:
-    """Time each pipeline's predictor on the same batch, in interleaved rounds (so a slow
-    spell of a shared machine hits every engine alike); each round runs an engine for about
-    ``seconds / rounds`` after a warm-up run."""
-    timings = {name: EngineTiming(name, placement=p.placements[0].detail)
+    """Time each pipeline's predictors on the same batch, in interleaved rounds (so a slow
+    spell of a shared machine hits every engine alike); each round runs an engine, all its
+    streams at once, for about ``seconds / rounds`` after a warm-up run."""
+    for p in pipelines.values():
+        if hasattr(p, "open_streams"):
+            p.open_streams()
+    timings = {name: EngineTiming(name, placement=p.placements[0].detail + (
+                   f", {len(p.predictors)} streams" if len(p.predictors) > 1 else ""))
                for name, p in pipelines.items()}
     batches = {name: synthetic_batch(p, batch_size) for name, p in pipelines.items()}
     for name, p in pipelines.items():
-        p.predictors[0].run(batches[name])  # first-run allocations and kernel choices
+        for predictor in p.predictors:
+            predictor.run(batches[name])  # first-run allocations and kernel choices
     per_round = max(seconds / rounds, 0.05)
     for _ in range(rounds):
         for name, p in pipelines.items():
-            run = p.predictors[0].run
-            n, start = 0, time.perf_counter()
-            while True:
-                run(batches[name])
-                n += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= per_round and n >= 2:
-                    break
-            timings[name].ms_per_image.append(elapsed / n / batch_size * 1e3)
+            timings[name].ms_per_image.append(_round(p.predictors, batches[name], per_round))
     return timings
 
 

@@ -1,5 +1,6 @@
 """How the pipeline schedules work: loaders decode ahead, the single predictor runs on the
-caller's thread, results come back in input order, and a failed batch spoils only itself."""
+caller's thread, results come back in input order, and a failed batch spoils only itself.
+One stream throughout (streams: test_pipeline_streams.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mlcls.inputs import read_file
 @pytest.fixture(scope="module")
 def pipeline(tiny_model):
     pipe = create_pipeline("multi_label_image_classification", device="cpu",
-                           model_dir=tiny_model, batch_size=2)
+                           model_dir=tiny_model, batch_size=2, device_options={"streams": 1})
     yield pipe
     pipe.close()
 

@@ -31,8 +31,9 @@ def rgb(data: bytes) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_model):
+    # one stream: these tests count the batches of one lane
     pipe = create_pipeline("multi_label_image_classification", device="cpu",
-                           model_dir=tiny_model)
+                           model_dir=tiny_model, device_options={"streams": 1})
     yield pipe
     pipe.close()
 

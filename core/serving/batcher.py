@@ -66,6 +66,11 @@ class DynamicBatcher:
     def __init__(self, pipeline: Any, *, max_batch_size: int = 8, max_wait: float = 0.005,
                  max_queue: int = 128):
         self.pipeline = pipeline
+        # A server has work for every stream the pipeline may open: open them now, and split
+        # each batch over all the predictors.
+        open_streams = getattr(pipeline, "open_streams", None)
+        if open_streams is not None:
+            open_streams()
         self.lanes = max(1, len(getattr(pipeline, "predictors", ())) or 1)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
