@@ -33,9 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MLCLS_SHARED_DIR") or REPO.parent / "shared")
-REFERENCE = Path(os.environ.get("MLCLS_REFERENCE_DIR") or SHARED / "reference")
+from needs import REFERENCE, need_images, need_model_dir, need_module
+
 PIPELINE = "multi_label_image_classification"
 
 
@@ -93,6 +92,9 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    need_images(args.images)
+    need_model_dir(args.model_dir)
+    need_module("ray", "pip install 'mlcls[ray]' (mlcls batch runs on Ray Data)")
 
     work = Path(tempfile.mkdtemp(prefix="mlcls-bench-batch-"))
     try:

@@ -368,6 +368,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_whole(args) if args.whole else run_worker(args)))
         return 0
 
+    # checked here, in the parent: a worker may run in PaddleX's environment
+    from needs import need_file, need_images, need_model_dir, need_module
+
+    need_model_dir(args.model, "--model")
+    need_images(args.images, at_least=max(*BATCHES, WHOLE_BATCH))
+    if args.paddlex_python and args.only != "mlcls":
+        need_module("paddlex", "install PaddleX 3.7.2 there as shared/reference/README.md "
+                    "says ('Running PaddleX beside mlcls')", python=args.paddlex_python)
+        need_file(REFERENCE / "paddlex_pipeline.yaml", "PaddleX's pipeline template")
+
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     sides = [parse_side(e) for e in engines]
     if args.paddlex_python:

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path(os.environ.get("MLCLS_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+from needs import REFERENCE, need_images, need_model_dir, need_module
+
 PATH = "/multilabel-image-classification"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -54,6 +54,14 @@ def load_bodies(image_dir: Path, visualize: bool, limit: int) -> list[bytes]:
     if not bodies:
         sys.exit(f"no readable images in {image_dir}")
     return bodies
+
+
+def need_serving(args: argparse.Namespace) -> None:
+    """What ``mlcls --serve`` and the clients need, before any server is started."""
+    need_model_dir(args.model_dir)
+    need_images(args.images)
+    for module in ("fastapi", "uvicorn"):
+        need_module(module, "pip install 'mlcls[serve]' (the HTTP service)")
 
 
 class Server:
@@ -184,8 +192,7 @@ def main() -> int:
                    help="ask for the visualisation too (drawing + JPEG per request)")
     p.add_argument("--max_images", type=int, default=50)
     args = p.parse_args()
-    if not args.model_dir.is_dir():
-        sys.exit(f"model directory not found: {args.model_dir}")
+    need_serving(args)
     bodies = load_bodies(args.images, args.visualize, args.max_images)
     print(f"model {args.model_dir.name} on {args.device}; {len(bodies)} images from "
           f"{args.images}; visualize={args.visualize}; {os.cpu_count()} CPU cores; "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import REFERENCE, Server, load_bodies, run_load  # noqa: E402
+from bench_serving import REFERENCE, Server, load_bodies, need_serving, run_load  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -42,8 +42,7 @@ def main() -> int:
     p.add_argument("--visualize", action="store_true", help="ask for the drawn result too")
     p.add_argument("--max_images", type=int, default=50)
     args = p.parse_args()
-    if not args.model_dir.is_dir():
-        sys.exit(f"no model at {args.model_dir}: set MLCLS_REFERENCE_DIR or pass --model_dir")
+    need_serving(args)
     bodies = load_bodies(args.images, args.visualize, args.max_images)
     server = Server(args, batching=True)
     try:

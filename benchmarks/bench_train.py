@@ -122,6 +122,11 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
+    from needs import need_module
+
+    need_module("paddle", "pip install 'mlcls[cpu]' (training runs on Paddle; or your own "
+                "Paddle build)")
+    failed = 0
 
     with tempfile.TemporaryDirectory() as tmp:
         # enough images for the together pass to take several steps after its first
@@ -138,12 +143,14 @@ def main() -> int:
                    str(args.workers)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"{model:<20} failed: {done.stderr.strip().splitlines()[-1:]}")
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                print(f"{model:<20} failed: {last}")
+                failed += 1
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{model:<20}{r['params_m']:>8.1f}M{r['step']:>9.1f}{r['loader']:>9.0f}"
                   f"{r['together']:>10.1f}{r['rss_mb']:>8.0f}MB", flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
