@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,16 @@ def test_every_error_class_ends_with_its_documented_status(raised, status, capsy
 
     assert report_errors("mlcls", run) == status
     assert capsys.readouterr().err.startswith("mlcls: ")
+
+
+@pytest.mark.parametrize("command", [["plugins"], ["devices"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(command):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mlcls.cli", *command], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -73,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_errors(prog: str, run: Callable[[], int]) -> int:
     """Run a command; mlcls's own errors become one line on stderr and the exit status:
-    2 for usage errors, 1 for the others, 130 on Ctrl-C. Every subcommand goes through here,
+    2 for usage errors, 1 for the others, 130 on Ctrl-C, 141 when the reader of the output
+    goes away. Every subcommand goes through here,
     so a subcommand just raises."""
     try:
-        return run()
+        status = run()
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
     except UsageError as exc:
         print(f"{prog}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
@@ -86,3 +90,9 @@ def report_errors(prog: str, run: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`mlcls devices | head`): stop quietly, as a command killed by
+        # SIGPIPE does, and let nothing more be flushed to the closed pipe at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
