@@ -89,7 +89,8 @@ def test_the_subcommands_print_tables_only_through_the_printer():
         assert not hand_made.search(source), f"mlcls {sub} pads columns itself"
 
 
-def test_python_dash_m_runs_the_command():
-    done = subprocess.run([sys.executable, "-m", "mlcls.cli", "--version"], capture_output=True,
+@pytest.mark.parametrize("module", ["mlcls", "mlcls.cli"])
+def test_python_dash_m_runs_the_command(module):
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("mlcls "), done.stderr

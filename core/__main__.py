@@ -1,0 +1,7 @@
+"""``python -m mlcls``: the ``mlcls`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
