@@ -66,9 +66,13 @@ def _mlcls_factory(model: str, batch: int, threads: int, options: dict[str, int]
     from mlcls import create_pipeline  # noqa: F401 - the import a user's program does
     t_import = time.perf_counter() - t
 
-    # The thread budget is shared by the streams (devices.yaml's, or the side's own).
+    # The thread budget is shared by the side's streams: its own, else devices.yaml's for its
+    # engine (for auto, the first of the cpu's engines).
     from mlcls.catalogue import load_catalogue
-    streams = options.get("streams") or load_catalogue().entry("cpu").options.get("streams", 1)
+    cat = load_catalogue()
+    name = engine if engine != "auto" else (cat.entry("cpu").engines or ("paddle",))[0]
+    streams = (options.get("streams") or cat.options_for(name, "cpu").get("streams")
+               or cat.entry("cpu").options.get("streams") or 1)
     options = {"threads": max(1, threads // streams)} | options
 
     def create():
@@ -76,7 +80,8 @@ def _mlcls_factory(model: str, batch: int, threads: int, options: dict[str, int]
                                    model_dir=model, batch_size=batch, engine=engine,
                                    device_options=options)
         placement = pipeline.placements[0]
-        return pipeline, f"{placement.engine}: {placement.detail}"
+        return pipeline, (f"{placement.engine}: {placement.detail}; "
+                          f"streams: {pipeline.streams}")
 
     def labels(res) -> list[int]:
         return list(res["class_ids"])
