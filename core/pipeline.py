@@ -160,12 +160,15 @@ class MultiLabelClassificationPipeline:
         with self._streams_lock:
             while len(self.predictors) < wanted:
                 first = len(self.predictors) % len(self._ids)
+                predictor = None
                 try:
                     predictor = self._create_predictor(self._ids[first])
+                    placement = self._call("placement", self._engine.placement, predictor)
                 except MlclsError as exc:
                     log.warning("stream %d not opened: %s", len(self.predictors) + 1, exc)
+                    if predictor is not None:
+                        self._call("close", predictor.close)
                     break
-                placement = self._call("placement", self._engine.placement, predictor)
                 if not isinstance(placement, Placement) or \
                         placement.device != self.placements[first].device:
                     log.warning("stream %d not opened: it reads back %s, not %s",

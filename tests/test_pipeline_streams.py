@@ -105,6 +105,24 @@ def test_a_server_opens_every_stream_and_splits_its_batches_over_them(tiny_model
         assert batcher._parts(5) == [(0, 5, 3)]  # one call, batches of 3 and 2
 
 
+def test_a_stream_whose_placement_fails_is_closed_and_named(tiny_model, image_dir,
+                                                            monkeypatch, caplog):
+    with _pipeline(tiny_model, 2) as pipe:
+        closed = []
+
+        def broken_placement(predictor):
+            real_close = predictor.close
+            predictor.close = lambda: (closed.append(predictor), real_close())
+            raise RuntimeError("cannot read back")
+
+        monkeypatch.setattr(pipe._engine, "placement", broken_placement)
+        with caplog.at_level(logging.WARNING, logger="mlcls.pipeline"):
+            got = list(pipe.predict(_paths(image_dir) * 2))
+        assert all(r.ok for r in got) and len(pipe.predictors) == 1
+        assert len(closed) == 1
+        assert "stream 2 not opened" in caplog.text and "cannot read back" in caplog.text
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_streams_must_be_a_whole_number_of_at_least_one(tiny_model, bad):
     with pytest.raises(UsageError, match="device option 'streams' must be a whole number"):
