@@ -170,8 +170,7 @@ def time_engines(pipelines: dict[str, Any], batch_size: int, seconds: float,
     spell of a shared machine hits every engine alike); each round runs an engine, all its
     streams at once, for about ``seconds / rounds`` after a warm-up run."""
     for p in pipelines.values():
-        if hasattr(p, "open_streams"):
-            p.open_streams()
+        p.open_streams()
     timings = {name: EngineTiming(name, placement=p.placements[0].detail + (
                    f", {len(p.predictors)} streams" if len(p.predictors) > 1 else ""))
                for name, p in pipelines.items()}

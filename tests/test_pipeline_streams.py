@@ -123,6 +123,35 @@ def test_a_stream_whose_placement_fails_is_closed_and_named(tiny_model, image_di
         assert "stream 2 not opened" in caplog.text and "cannot read back" in caplog.text
 
 
+@pytest.mark.parametrize(("engine", "streams"), [("onnxruntime", 2), ("paddle", 1)])
+def test_the_engines_own_streams_setting_is_the_pipelines(tiny_model, engine, streams):
+    # devices.yaml: engines.onnxruntime.options.cpu.streams = 2; the paddle engine sets none
+    with create_pipeline("multi_label_image_classification", device="cpu",
+                         model_dir=tiny_model, engine=engine) as pipe:
+        assert pipe.streams == streams
+        assert "streams" not in pipe.options  # a pipeline setting, never handed to the engine
+
+
+def test_tune_times_every_stream_at_once(tiny_model):
+    from mlcls.tuning import time_engines
+
+    with _pipeline(tiny_model, 2) as pipe:
+        timings = time_engines({"onnxruntime": pipe}, batch_size=2, seconds=0.1, rounds=1)
+        assert len(pipe.predictors) == 2
+        calls = [0, 0]
+        for i, predictor in enumerate(pipe.predictors):
+            real = predictor.run
+
+            def run(batch, real=real, i=i):
+                calls[i] += 1
+                return real(batch)
+
+            predictor.run = run
+        time_engines({"onnxruntime": pipe}, batch_size=2, seconds=0.1, rounds=1)
+    assert all(n >= 2 for n in calls), calls
+    assert timings["onnxruntime"].placement.endswith(", 2 streams")
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_streams_must_be_a_whole_number_of_at_least_one(tiny_model, bad):
     with pytest.raises(UsageError, match="device option 'streams' must be a whole number"):

@@ -11,7 +11,7 @@ imported only when it runs, so ``mlcls plugins`` and ``mlcls devices`` import ne
 nor OpenCV.
 
 Exit status: 0 success, 1 when any input failed (or the run could not start), 2 usage error,
-130 on Ctrl-C.
+130 on Ctrl-C, 141 when the reader of the output went away.
 """
 
 from __future__ import annotations
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def report_errors(prog: str, run: Callable[[], int]) -> int:
     """Run a command; mlcls's own errors become one line on stderr and the exit status:
     2 for usage errors, 1 for the others, 130 on Ctrl-C, 141 when the reader of the output
-    goes away. Every subcommand goes through here,
-    so a subcommand just raises."""
+    goes away. Every subcommand goes through here, so a subcommand just raises."""
     try:
         status = run()
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
