@@ -1,7 +1,7 @@
 """Training speed per model: images/s of the training step at a given image size.
 
     .venv/bin/python benchmarks/bench_train.py [--models A,B] [--image_size 96]
-        [--batch_size 16] [--steps 6] [--workers 0]
+        [--batch_size 16] [--steps 6] [--workers 0] [--threads 0]
 
 For each model, in a fresh subprocess (so peak memory is the model's own):
   step      forward + ASL loss + backward + AdamW step on a batch already in memory:
@@ -55,8 +55,10 @@ def worker(args) -> dict:
     import numpy as np
 
     from mlcls.paddle_engine import import_paddle_inference
+    from mlcls.plugin import available_cores
+    from mlcls.training.trainer import compute_threads
 
-    import_paddle_inference()
+    compute_threads(args.threads or available_cores(), import_paddle_inference)  # as train does
     import paddle
 
     from mlcls.training.augment import AugmentConfig
@@ -116,6 +118,8 @@ def main() -> int:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--steps", type=int, default=6, help="timed steps on the in-memory batch")
     p.add_argument("--workers", type=int, default=0, help="loader threads; 0: automatic")
+    p.add_argument("--threads", type=int, default=0,
+                   help="Paddle's compute threads, as mlcls train --threads; 0: one per core")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dataset", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -140,7 +144,7 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--worker", model, "--dataset", str(dataset),
                    "--image_size", str(args.image_size), "--batch_size",
                    str(args.batch_size), "--steps", str(args.steps), "--workers",
-                   str(args.workers)]
+                   str(args.workers), "--threads", str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]

@@ -60,8 +60,11 @@ def test_exported_model_runs_in_the_pipeline_with_the_trained_scores(trained, ti
     from mlcls.training.trainer import predict_scores
 
     ds = load_dataset(tiny_dataset)
-    net = build_model("PP-LCNet_x0_25_ML", len(NAMES))
-    net.set_state_dict(paddle.load(str(trained / "best_model" / "model.pdparams")))
+    head = json.loads((trained / "train_config.json").read_text())["head"]
+    net = build_model("PP-LCNet_x0_25_ML", len(NAMES), head=head)
+    missing, unexpected = net.set_state_dict(
+        paddle.load(str(trained / "best_model" / "model.pdparams")))
+    assert not missing and not unexpected
     expected = predict_scores(net, SplitData(ds.splits["val"], 32))
     pipeline = mlcls.create_pipeline("multi_label_image_classification", device="cpu",
                                      model_dir=trained / "best_model" / "inference")
@@ -177,6 +180,10 @@ def test_resume_continues_after_the_last_checkpoint(tiny_dataset, tmp_path, caps
     assert history["loss"][0] == first["loss"][0] and len(history["loss"]) == 2
     assert main([*base, "--epochs", "2", "--resume", "--image_size", "48"]) == 2
     assert "trained with image_size 32" in capsys.readouterr().err
+    # auto chose the linear head (no pretrained weights); the run config keeps the choice
+    assert json.loads((out / "train_config.json").read_text())["head"] == "linear"
+    assert main([*base, "--epochs", "2", "--resume", "--head", "mldecoder"]) == 2
+    assert "trained with head 'linear'" in capsys.readouterr().err
 
 
 def test_pretrained_weights_are_loaded(trained, tiny_dataset, tmp_path, capsys):

@@ -1,13 +1,16 @@
-"""The default recipe learns: 60 steps on a trivially separable toy set (each class a coloured
-square) must lower the loss clearly. This is the cheap guard against a default rate, head
-rate, schedule or loss that stops the model learning: with the ML-Decoder at AdamW 3e-4 (the
-earlier default, 3e-3 x 0.1) every score is driven to 1, where the asymmetric loss has no
-gradient left, and the loss rises here (1.61 -> 1.92) where the defaults lower it (1.16 ->
-0.93)."""
+"""The default recipe learns: 60 steps on a trivially separable toy set (each class a
+coloured square) must lower the loss and rank the classes well above chance. This is the
+cheap guard against a default rate, head rate, schedule or loss that stops the model
+learning: with the ML-Decoder at AdamW 3e-4 under ASL (an earlier default, 3e-3 x 0.1) every
+score is driven to 1, where the asymmetric loss has no gradient left, and the loss rises
+here (1.61 -> 1.92, mAP 0.62). Both heads are held to it, each at its default rate: the
+backbone's own pool + fc (the default from scratch) and the ML-Decoder (the default from
+weights that carry one)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mlcls.training.augment import AugmentConfig
@@ -39,7 +42,8 @@ def _colour_squares(root, count=48, seed=0):
     return root
 
 
-def test_the_default_recipe_learns_a_trivially_separable_set(tmp_path):
+@pytest.mark.parametrize("head", ["linear", "mldecoder"])
+def test_the_default_recipe_learns_a_trivially_separable_set(head, tmp_path):
     import paddle
 
     from mlcls.training.loss import make_loss
@@ -50,7 +54,7 @@ def test_the_default_recipe_learns_a_trivially_separable_set(tmp_path):
     data = SplitData(load_dataset(_colour_squares(tmp_path / "ds")).splits["train"], SIZE)
     # the recipe's every setting at its default; only the length of the run is chosen here
     cfg = TrainConfig(str(tmp_path), model, str(tmp_path / "out"))
-    net = build_model(model, 3)
+    net = build_model(model, 3, head=head)  # each head at its default rate
     opt = make_optimizer(cfg, net)
     loss_fn = make_loss(cfg.loss)
     batch, per_epoch, epochs = 8, 6, 10
@@ -69,5 +73,7 @@ def test_the_default_recipe_learns_a_trivially_separable_set(tmp_path):
     with paddle.no_grad():
         scores = net(paddle.to_tensor(next(data.batches(len(data))).x)).numpy()
     first, last = np.mean(losses[:6]), np.mean(losses[-6:])
-    assert last < 0.9 * first, losses
-    assert mean_average_precision(scores, data.labels) > 0.65  # 0.73 now
+    assert last < first, losses
+    # random scores: about 0.5; the collapse above: 0.62; the defaults now: 0.73 (linear),
+    # 0.76 (ML-Decoder)
+    assert mean_average_precision(scores, data.labels) > 0.68

@@ -29,8 +29,9 @@ def images(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_model_trains_a_step_and_exports_faithfully(name, images, tmp_path):
+@pytest.mark.parametrize("name, head", [(name, "mldecoder") for name in MODELS]
+                         + [("PP-LCNet_x0_25_ML", "linear"), ("PP-HGNetV2-B0_ML", "linear")])
+def test_model_trains_a_step_and_exports_faithfully(name, head, images, tmp_path):
     import paddle
 
     import mlcls
@@ -43,7 +44,7 @@ def test_model_trains_a_step_and_exports_faithfully(name, images, tmp_path):
     from mlcls.training.scoring import score_files
 
     paddle.seed(0)
-    net = build_model(name, CLASSES)
+    net = build_model(name, CLASSES, head=head)
     rng = np.random.default_rng(0)
     x = paddle.to_tensor(rng.normal(size=(4, 3, SIZE, SIZE)).astype("float32"))
     y = paddle.to_tensor((rng.random((4, CLASSES)) < 0.4).astype("float32"))

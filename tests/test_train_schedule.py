@@ -64,3 +64,38 @@ def test_the_head_learns_at_its_own_rate():
     # Adam's first step moves every weight by about the rate: 1e-3 for the head, 1e-2 else
     np.testing.assert_allclose(before["fc.input_proj.weight"] - head.numpy(), 1e-3, rtol=1e-2)
     np.testing.assert_allclose(before["conv1.conv.weight"] - body.numpy(), 1e-2, rtol=1e-2)
+
+
+_THREADS_PROBE = """
+import os, sys
+from mlcls.paddle_engine import import_paddle_inference
+from mlcls.training.trainer import compute_threads
+compute_threads(int(sys.argv[1]), import_paddle_inference)
+print(os.environ["OMP_NUM_THREADS"])
+"""
+
+
+@pytest.mark.parametrize("exported, expected", [(None, "3"), ("1", "1")])
+def test_training_threads_reach_paddle_and_its_notice_is_dropped(exported, expected):
+    """Paddle pins OpenMP to one thread unless OMP_NUM_THREADS says otherwise before it loads:
+    the trainer sets its count first (a value the user exported wins), and the notice Paddle
+    prints about a count above 1 does not reach the user."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if exported:
+        env["OMP_NUM_THREADS"] = exported
+    done = subprocess.run([sys.executable, "-c", _THREADS_PROBE, "3"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+    assert "OMP_NUM_THREADS" not in done.stderr
+
+
+def test_negative_threads_refused():
+    from mlcls.training.trainer import Trainer
+
+    with pytest.raises(UsageError, match="--threads"):
+        Trainer(TrainConfig("d", "PP-LCNet_x0_25_ML", "o", threads=-1))

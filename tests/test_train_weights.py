@@ -199,3 +199,39 @@ def test_paddlex_inference_model_gives_paddlex_scores_in_the_training_net():
     small = _build("PP-LCNet_x1_0_ML", classes=5)
     report = load_pretrained(small, REF_MODEL, "PP-LCNet_x1_0_ML")
     assert len(report.loaded) == 164 and len(report.skipped) == 3
+
+
+def test_auto_head_follows_the_pretrained_weights(source, tmp_path):
+    """``--head auto``: the ML-Decoder when the weights bring one (checkpoint or inference
+    folder), else the backbone's own classifier, whose ``fc`` then loads by name from an
+    ImageNet-style file of the same class count."""
+    import paddle
+
+    from mlcls.training.export import export_network
+    from mlcls.training.trainer import TrainConfig, resolve_head
+    from mlcls.training.weights import load_pretrained
+
+    def head(pretrained):
+        return resolve_head(TrainConfig("d", MODEL, "o", pretrained=pretrained))
+
+    paddle.save(source.state_dict(), str(tmp_path / "ml.pdparams"))
+    ml_folder = export_network(source, tmp_path / "ml_inf", model_name=MODEL, image_size=32,
+                               label_names=[str(i) for i in range(10)])
+    linear = _build(head="linear")
+    paddle.save(linear.state_dict(), str(tmp_path / "linear.pdparams"))
+    linear_folder = export_network(linear, tmp_path / "linear_inf", model_name=MODEL,
+                                   image_size=32, label_names=["a", "b", "c"])
+    assert head(None) == "linear"
+    assert head(str(tmp_path / "ml.pdparams")) == "mldecoder"
+    assert head(str(ml_folder)) == "mldecoder"
+    assert head(str(tmp_path / "linear.pdparams")) == "linear"
+    assert head(str(linear_folder)) == "linear"
+    assert head(str(tmp_path / "missing")) == "linear"  # load_pretrained names the problem
+    assert resolve_head(TrainConfig("d", MODEL, "o", head="mldecoder")) == "mldecoder"
+
+    again = _build(head="linear", seed=5)
+    report = load_pretrained(again, tmp_path / "linear.pdparams", MODEL)
+    assert len(report.loaded) == len(again.state_dict()) and not report.skipped
+    np.testing.assert_array_equal(_values(again)["fc.weight"], _values(linear)["fc.weight"])
+    from_folder = load_pretrained(_build(head="linear", seed=6), linear_folder, MODEL)
+    assert len(from_folder.loaded) == len(again.state_dict())

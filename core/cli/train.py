@@ -10,13 +10,13 @@ from .quiet import add_verbose_flag, paddle_quiet
 
 def build_parser() -> ArgumentParser:
     from ..training.augment import AugmentConfig
-    from ..training.trainer import TrainConfig
-    from ..training.zoo import LOSSES, MODELS
+    from ..training.trainer import HEAD_LR, TrainConfig
+    from ..training.zoo import HEADS, LOSSES, MODELS
 
     d = TrainConfig("", "", "")
     a = AugmentConfig()
-    p = new_parser("mlcls train", "Train a backbone + ML-Decoder multi-label model; the best "
-                   "epoch by val mAP is exported to OUTPUT/best_model/inference.")
+    p = new_parser("mlcls train", "Train a multi-label model (a backbone and a --head); the "
+                   "best epoch by val mAP is exported to OUTPUT/best_model/inference.")
     p.add_argument("--dataset", required=True, help="dataset folder (mlcls dataset check)")
     p.add_argument("--model", required=True, choices=list(MODELS), metavar="NAME",
                    help=f"one of: {', '.join(MODELS)}")
@@ -26,8 +26,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--learning_rate", type=float, default=d.learning_rate,
                    help="peak AdamW learning rate")
+    p.add_argument("--head", choices=("auto", *HEADS), default=d.head,
+                   help="mldecoder: PaddleX's ML-Decoder; linear: the backbone's own global "
+                   "pool + fc, which learns far faster from scratch; auto: mldecoder when "
+                   "--pretrained weights carry one, else linear")
     p.add_argument("--head_lr", type=float, default=d.head_lr,
-                   help="the ML-Decoder head's learning rate as a multiple of --learning_rate")
+                   help="the head's learning rate as a multiple of --learning_rate; default: "
+                   + ", ".join(f"{v:g} for {k}" for k, v in HEAD_LR.items()))
     p.add_argument("--weight_decay", type=float, default=d.weight_decay,
                    help="AdamW weight decay")
     p.add_argument("--warmup_epochs", type=float, default=d.warmup_epochs,
@@ -48,6 +53,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--workers", type=int, default=d.workers,
                    help="threads decoding and augmenting ahead of the step; 0: one per core, "
                    "up to 4")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="Paddle's compute threads on a CPU; 0: one per available core "
+                   "(OMP_NUM_THREADS, when exported, wins)")
     p.add_argument("--keep_last", type=int, default=d.keep_last,
                    help="epoch_N checkpoints to keep besides best_model")
     p.add_argument("--no_augment", action="store_true", help="train on the images as they are")
@@ -66,8 +74,9 @@ def main(argv: list[str]) -> int:
                       learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                       warmup_epochs=args.warmup_epochs, image_size=args.image_size,
                       loss=args.loss, pretrained=args.pretrained, resume=args.resume,
-                      seed=args.seed, workers=args.workers, keep_last=args.keep_last,
-                      head_lr=args.head_lr, augment=aug)
+                      seed=args.seed, workers=args.workers, threads=args.threads,
+                      keep_last=args.keep_last,
+                      head=args.head, head_lr=args.head_lr, augment=aug)
     try:
         with paddle_quiet(args.verbose):
             Trainer(cfg).run()

@@ -91,7 +91,7 @@ def export_checkpoint(checkpoint: str | Path, target: str | Path,
 
     weights = weights_file(checkpoint)
     cfg = find_train_config(weights)
-    net = build_model(cfg["model"], len(cfg["label_names"]))
+    net = build_model(cfg["model"], len(cfg["label_names"]), head=cfg.get("head", "mldecoder"))
     state = paddle.load(str(weights))
     missing, unexpected = net.set_state_dict(state)
     if missing or unexpected:

@@ -26,9 +26,9 @@ import paddle
 from paddle import nn
 
 from ..errors import UsageError
-from .zoo import MODELS, ModelInfo, model_info
+from .zoo import HEADS, MODELS, ModelInfo, model_info
 
-__all__ = ["MODELS", "ModelInfo", "build_model", "model_info"]
+__all__ = ["HEADS", "MODELS", "ModelInfo", "build_model", "model_info"]
 
 _NO_DECAY = paddle.ParamAttr(regularizer=paddle.regularizer.L2Decay(0.0))
 
@@ -415,21 +415,30 @@ def _backbone(info: ModelInfo, num_classes: int) -> nn.Layer:
     return ResNet(info.variant, num_classes)
 
 
-def build_model(name: str, num_classes: int, fresh_names: bool = True) -> nn.Layer:
-    """The backbone with its ``fc`` swapped for the ML-Decoder; returns logits.
+def build_model(name: str, num_classes: int, fresh_names: bool = True,
+                head: str = "mldecoder") -> nn.Layer:
+    """The backbone with a multi-label head; returns logits.
 
-    Built under a fresh ``unique_name.guard`` (unless ``fresh_names`` is off) so that its
-    tensors carry the names an export of the same model from PaddleX carries."""
+    ``head``: ``mldecoder`` swaps the backbone's ``fc`` for the ML-Decoder (PaddleX's
+    ``*_ML`` models); ``linear`` keeps the backbone's own classifier (global average pool,
+    then ``fc`` over the classes), PaddleClas' ImageNet layout, which learns far faster from
+    scratch (docs/fine-tuning.md). Built under a fresh ``unique_name.guard`` (unless
+    ``fresh_names`` is off) so that its tensors carry the names an export of the same model
+    from PaddleX carries."""
     info = model_info(name)
     if num_classes < 1:
         raise UsageError(f"a model needs at least one class, got {num_classes}")
+    if head not in HEADS:
+        raise UsageError(f"unknown head '{head}': use {' or '.join(HEADS)}")
     scope = paddle.utils.unique_name.guard() if fresh_names else contextlib.nullcontext()
     with scope:
         net = _backbone(info, num_classes)
-        net.avg_pool = nn.Identity()  # the head reads the whole feature map
-        net.flatten = nn.Identity()
-        net.fc = MLDecoder(num_classes, info.head_in, query_num=info.query_num)
+        if head == "mldecoder":
+            net.avg_pool = nn.Identity()  # the head reads the whole feature map
+            net.flatten = nn.Identity()
+            net.fc = MLDecoder(num_classes, info.head_in, query_num=info.query_num)
     net.model_name = name
+    net.head = head
     return net
 
 

@@ -180,6 +180,23 @@ def _declared_model(prefix: Path) -> str | None:
         return None
 
 
+def carries_ml_decoder(path: str | Path) -> bool:
+    """Whether the weights at ``path`` include an ML-Decoder head (its class queries: the one
+    embedding table of these networks, ``query_pos_embed`` in a checkpoint, ``embedding_N``
+    in an inference model). False for what cannot be read: :func:`load_pretrained` then
+    says why."""
+    source = Path(path).expanduser()
+    try:
+        prefix = _inference_prefix(source)
+        if prefix is not None:
+            return any(name.startswith("embedding_") for name in read_inference_weights(prefix))
+        file = _checkpoint_file(source)
+        return file is not None and any("query_pos_embed" in key
+                                        for key in read_checkpoint(file))
+    except UsageError:
+        return False
+
+
 def load_pretrained(net, path: str | Path, model_name: str) -> LoadReport:
     """Copy the matching tensors of ``path`` into ``net``; refuse another architecture."""
     source = Path(path).expanduser()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 LOSSES = ("asl", "bce")
+# the multi-label head: PaddleX's ML-Decoder, or the backbone's own pool + fc
+HEADS = ("mldecoder", "linear")
 
 
 @dataclass(frozen=True)
