@@ -63,9 +63,9 @@ def test_every_epoch_reads_the_files_again(dataset):
 
 def test_augmentation_is_reproducible_whatever_the_thread_timing(dataset):
     a = [b.x for b in _train_split(dataset, workers=3).batches(
-        4, np.random.default_rng(5), AugmentConfig(hflip=0.5))]
+        4, np.random.default_rng(5), AugmentConfig.with_affine(hflip=0.5))]
     b = [b.x for b in _train_split(dataset, workers=1).batches(
-        4, np.random.default_rng(5), AugmentConfig(hflip=0.5))]
+        4, np.random.default_rng(5), AugmentConfig.with_affine(hflip=0.5))]
     assert len(a) == len(b) == 5
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
@@ -99,3 +99,23 @@ def test_keeps_the_best_and_the_last_checkpoints_and_survives_a_bad_image(datase
     assert sorted(p.name for p in out.glob("epoch_*")) == ["epoch_4"]
     assert main([*args, "--epochs", "1", "--keep_last", "0"]) == 2
     assert "--keep_last" in capsys.readouterr().err
+
+
+def test_default_augmentation_keeps_objects_in_place_and_affine_adds_none():
+    """By default only colours change and a small patch may be erased: a dark square stays
+    where it is. With --affine's zoom, shift and rotation the uncovered border is filled
+    with the edge colour, so a square touching the edge is never mirrored into a second one
+    (a reflected border would add one for every shift away from that edge)."""
+    from mlcls.training.augment import augment
+
+    img = np.full((64, 64, 3), 200, np.uint8)
+    img[20:36, 0:16] = 20  # a dark square on the left edge
+    dark = int((img[..., 0] < 100).sum())
+    for seed in range(12):
+        out = augment(img, AugmentConfig(erase=0.0), np.random.default_rng(seed))
+        np.testing.assert_array_equal(out[..., 0] < 110, img[..., 0] < 100)
+    shifted = AugmentConfig.with_affine(scale=0.0, rotate=0.0, jitter=0.0, erase=0.0)
+    counts = [int((augment(img, shifted, np.random.default_rng(seed))[..., 0] < 100).sum())
+              for seed in range(12)]
+    assert max(counts) <= 1.05 * dark, counts  # moved or cut by the edge, never copied
+    assert min(counts) < dark  # some shifts did move it out of the frame

@@ -58,6 +58,9 @@ def build_parser() -> ArgumentParser:
                    "(OMP_NUM_THREADS, when exported, wins)")
     p.add_argument("--keep_last", type=int, default=d.keep_last,
                    help="epoch_N checkpoints to keep besides best_model")
+    p.add_argument("--affine", action="store_true",
+                   help="also zoom, shift and rotate a little (+-15%%, +-10%%, +-10 degrees); "
+                   "off by default: from scratch it slows learning (docs/fine-tuning.md)")
     p.add_argument("--no_augment", action="store_true", help="train on the images as they are")
     add_verbose_flag(p)
     return p
@@ -68,7 +71,12 @@ def main(argv: list[str]) -> int:
     from ..training.trainer import TrainConfig, Trainer
 
     args = build_parser().parse_args(argv)
-    aug = AugmentConfig.none() if args.no_augment else AugmentConfig(hflip=args.hflip)
+    if args.no_augment:
+        aug = AugmentConfig.none()
+    elif args.affine:
+        aug = AugmentConfig.with_affine(hflip=args.hflip)
+    else:
+        aug = AugmentConfig(hflip=args.hflip)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, output=args.output,
                       device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, weight_decay=args.weight_decay,

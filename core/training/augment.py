@@ -2,9 +2,13 @@
 size.
 
 Chosen for multi-label data: nothing may remove an object a label says is there, so there is
-no aggressive cropping; a mild random affine (scale, shift, rotation), a horizontal flip,
-colour jitter, and a small random erasing do the regularising. The flip is off unless asked
-for: whether mirroring keeps an image's meaning depends on the content, not the pixels.
+no cropping. By default colour jitter and a small random erasing do the regularising; the
+geometric part (a mild random zoom, shift and rotation) is off unless asked for
+(``--affine``): it moves objects near the edges out of the frame, and from scratch it slowed
+learning most (docs/fine-tuning.md, section 5). The area it uncovers is filled with the
+image's mean border colour, never a reflection, which would add mirrored copies of the
+objects at the edges. The flip is off unless asked for too: whether mirroring keeps an
+image's meaning depends on the content, not the pixels.
 """
 
 from __future__ import annotations
@@ -20,15 +24,23 @@ class AugmentConfig:
     # off by default: a mirrored digit, letter or arrow is another thing; photos of scenes
     # and objects mirror safely (--hflip 0.5)
     hflip: float = 0.0  # probability of a horizontal flip
-    scale: float = 0.15  # zoom in [1 - scale, 1 + scale]
-    shift: float = 0.1  # shift up to this fraction of the size, each axis
-    rotate: float = 10.0  # degrees, either way
+    # the geometric part, off by default; AFFINE holds the values --affine turns on
+    scale: float = 0.0  # zoom in [1 - scale, 1 + scale]
+    shift: float = 0.0  # shift up to this fraction of the size, each axis
+    rotate: float = 0.0  # degrees, either way
     jitter: float = 0.3  # brightness / contrast / saturation strength
     erase: float = 0.25  # probability of erasing one small rectangle
 
     @classmethod
     def none(cls) -> AugmentConfig:
         return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    @classmethod
+    def with_affine(cls, **kw) -> AugmentConfig:
+        return cls(**{**AFFINE, **kw})
+
+
+AFFINE = {"scale": 0.15, "shift": 0.1, "rotate": 10.0}
 
 
 def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -38,8 +50,10 @@ def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
         angle = rng.uniform(-cfg.rotate, cfg.rotate)
         m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
         m[:, 2] += rng.uniform(-cfg.shift, cfg.shift, 2) * (w, h)
+        edge = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]).mean(axis=0)
         img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT_101)
+                             borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=tuple(float(v) for v in edge))
     if cfg.hflip and rng.random() < cfg.hflip:
         img = img[:, ::-1]
     x = img.astype(np.float32)
