@@ -1,7 +1,7 @@
 """Training speed per model: images/s of the training step at a given image size.
 
     .venv/bin/python benchmarks/bench_train.py [--models A,B] [--image_size 96]
-        [--batch_size 16] [--steps 6] [--workers 0] [--threads 0]
+        [--batch_size 16] [--steps 6] [--workers 0] [--threads 0] [--head linear]
 
 For each model, in a fresh subprocess (so peak memory is the model's own):
   step      forward + ASL loss + backward + AdamW step on a batch already in memory:
@@ -69,7 +69,7 @@ def worker(args) -> dict:
 
     paddle.set_device("cpu")
     paddle.seed(0)
-    net = build_model(args.worker, 3)
+    net = build_model(args.worker, 3, head=args.head)
     opt = paddle.optimizer.AdamW(1e-4, parameters=net.parameters())
     loss_fn = make_loss("asl")
 
@@ -118,6 +118,8 @@ def main() -> int:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--steps", type=int, default=6, help="timed steps on the in-memory batch")
     p.add_argument("--workers", type=int, default=0, help="loader threads; 0: automatic")
+    p.add_argument("--head", choices=("linear", "mldecoder"), default="linear",
+                   help="the head trained (mlcls train's default from scratch: linear)")
     p.add_argument("--threads", type=int, default=0,
                    help="Paddle's compute threads, as mlcls train --threads; 0: one per core")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -136,15 +138,15 @@ def main() -> int:
         # enough images for the together pass to take several steps after its first
         dataset = make_images(Path(tmp) / "ds", args.batch_size * (args.steps + 2),
                               args.image_size)
-        print(f"training step, {args.image_size}px, batch {args.batch_size}, CPU, "
-              f"{os.cpu_count()} cores; images/s")
+        print(f"training step, {args.head} head, {args.image_size}px, batch "
+              f"{args.batch_size}, CPU, {os.cpu_count()} cores; images/s")
         print(f"{'model':<20}{'params':>9}{'step':>9}{'loader':>9}{'together':>10}"
               f"{'peak RSS':>10}")
         for model in args.models.split(","):
             cmd = [sys.executable, __file__, "--worker", model, "--dataset", str(dataset),
                    "--image_size", str(args.image_size), "--batch_size",
                    str(args.batch_size), "--steps", str(args.steps), "--workers",
-                   str(args.workers), "--threads", str(args.threads)]
+                   str(args.workers), "--threads", str(args.threads), "--head", args.head]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]

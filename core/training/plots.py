@@ -79,7 +79,8 @@ def line_charts(path: Path, panels: list[tuple[str, dict[str, list[float]]]],
             lo, hi = lo - 0.5, hi + 0.5
         lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
         n = max((len(v) for v in series.values()), default=1)
-        x0, x1, y0, y1 = x_off + margin, x_off + pw - 15, 40, ph - 40
+        # the plot starts below the legend, however many curves it lists
+        x0, x1, y0, y1 = x_off + margin, x_off + pw - 15, max(40, 10 + 13 * len(series)), ph - 40
 
         def xy(i: int, v: float, x0=x0, x1=x1, y0=y0, y1=y1, lo=lo, hi=hi, n=n):
             x = x0 + (x1 - x0) * (i / max(1, n - 1))
