@@ -55,10 +55,9 @@ def worker(args) -> dict:
     import numpy as np
 
     from mlcls.paddle_engine import import_paddle_inference
-    from mlcls.plugin import available_cores
-    from mlcls.training.trainer import compute_threads
+    from mlcls.training.trainer import compute_threads, default_threads
 
-    compute_threads(args.threads or available_cores(), import_paddle_inference)  # as train does
+    compute_threads(args.threads or default_threads(), import_paddle_inference)  # as train does
     import paddle
 
     from mlcls.training.augment import AugmentConfig
@@ -121,7 +120,7 @@ def main() -> int:
     p.add_argument("--head", choices=("linear", "mldecoder"), default="linear",
                    help="the head trained (mlcls train's default from scratch: linear)")
     p.add_argument("--threads", type=int, default=0,
-                   help="Paddle's compute threads, as mlcls train --threads; 0: one per core")
+                   help="Paddle's compute threads, as mlcls train --threads; 0: its default")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dataset", help=argparse.SUPPRESS)
     args = p.parse_args()

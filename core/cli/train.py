@@ -54,8 +54,8 @@ def build_parser() -> ArgumentParser:
                    help="threads decoding and augmenting ahead of the step; 0: one per core, "
                    "up to 4")
     p.add_argument("--threads", type=int, default=d.threads,
-                   help="Paddle's compute threads on a CPU; 0: one per available core "
-                   "(OMP_NUM_THREADS, when exported, wins)")
+                   help="Paddle's compute threads on a CPU; 0: the available cores but one, "
+                   "left to the loader (OMP_NUM_THREADS, when exported, wins)")
     p.add_argument("--keep_last", type=int, default=d.keep_last,
                    help="epoch_N checkpoints to keep besides best_model")
     p.add_argument("--affine", action="store_true",

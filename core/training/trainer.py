@@ -47,7 +47,7 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     workers: int = 0  # data threads; 0: up to 4, one per core
-    threads: int = 0  # Paddle's CPU compute threads; 0: the available cores
+    threads: int = 0  # Paddle's CPU compute threads; 0: default_threads()
     # auto: the ML-Decoder when --pretrained brings one, else the backbone's own pool + fc
     head: str = "auto"
     # the head's learning rate as a multiple of the backbone's; None: HEAD_LR[head]
@@ -74,13 +74,21 @@ def learning_rate(cfg: TrainConfig, step: int, total: int, per_epoch: int) -> fl
     return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def default_threads() -> int:
+    """Paddle's compute threads when training on a CPU: the available cores but one, which
+    the loader's threads and the loop need. On two cores two compute threads were slower
+    than one (PP-LCNet_x1_0_ML at 96 px, batch 32, on a quiet machine: 32 against 39
+    images/s with the linear head, 23 against 22 with the ML-Decoder): they wait on each
+    other while the loader takes the second core."""
+    return max(1, available_cores() - 1)
+
+
 def compute_threads(count: int, import_paddle) -> None:
     """Run Paddle's CPU kernels on ``count`` threads, then import it with ``import_paddle``.
 
     Its kernels parallelise with OpenMP, which reads ``OMP_NUM_THREADS`` once, when Paddle's
-    library loads, and Paddle sets that to 1 when the environment is silent: training then
-    uses one core however many there are (1.2x slower per step on two cores, measured on
-    PP-LCNet_x1_0_ML at 96 px). A value the user exported is kept. Paddle's import-time notice
+    library loads, and Paddle sets that to 1 when the environment is silent, so a machine of
+    many cores would train on one. A value the user exported is kept. Paddle's import-time notice
     about a value above 1 (it concerns data-parallel runs) is dropped; anything else it
     prints still shows. When Paddle is already loaded only its BLAS thread count can change."""
     import contextlib
@@ -282,7 +290,7 @@ class Trainer:
 
         # before Paddle is imported: vendor variables only count if set before it loads
         self.device = paddle_device(self.cfg.device)
-        compute_threads(self.cfg.threads or available_cores(), import_paddle_inference)
+        compute_threads(self.cfg.threads or default_threads(), import_paddle_inference)
         import paddle
 
         # the optimizer names its moments after a process-wide counter; a fresh scope makes
