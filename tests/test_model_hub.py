@@ -312,7 +312,11 @@ def test_interrupted_download_leaves_nothing_behind(server, hub_env, tiny_model,
     body = make_tar(model_files(tiny_model))
     started, release = threading.Semaphore(0), threading.Event()
     server.routes[ROUTE] = _stalling_route(body, started, release)
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, NAME],
+    # Ctrl-C as at a terminal: a child of a background job (CI started with `&`) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    interruptible = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+                     "; " + _CHILD)
+    proc = subprocess.Popen([sys.executable, "-c", interruptible, NAME],
                             env=_child_env(tmp_path / "home", server.url("/models")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -323,7 +327,7 @@ def test_interrupted_download_leaves_nothing_behind(server, hub_env, tiny_model,
         _, err = proc.communicate(timeout=60)
     finally:
         release.set()
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
     assert cache_listing(hub_env) == []
 
 
