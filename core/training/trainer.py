@@ -88,9 +88,9 @@ def compute_threads(count: int, import_paddle) -> None:
 
     Its kernels parallelise with OpenMP, which reads ``OMP_NUM_THREADS`` once, when Paddle's
     library loads, and Paddle sets that to 1 when the environment is silent, so a machine of
-    many cores would train on one. A value the user exported is kept. Paddle's import-time notice
-    about a value above 1 (it concerns data-parallel runs) is dropped; anything else it
-    prints still shows. When Paddle is already loaded only its BLAS thread count can change."""
+    many cores would train on one. A value the user exported is kept. Paddle's import-time
+    notice about a value above 1 (it concerns data-parallel runs) is dropped; anything else
+    it prints still shows. When Paddle is already loaded only its BLAS thread count can change."""
     import contextlib
     import io
     import os
@@ -99,12 +99,14 @@ def compute_threads(count: int, import_paddle) -> None:
     if not loaded:
         os.environ.setdefault("OMP_NUM_THREADS", str(count))
     printed = io.StringIO()
-    with contextlib.redirect_stderr(printed):
-        import_paddle()
-    rest = [line for line in printed.getvalue().splitlines()
-            if "OMP_NUM_THREADS" not in line and line.strip()]
-    if rest:
-        print("\n".join(rest), file=sys.stderr)
+    try:
+        with contextlib.redirect_stderr(printed):
+            import_paddle()
+    finally:  # what Paddle printed before failing to load is shown too
+        rest = [line for line in printed.getvalue().splitlines()
+                if "OMP_NUM_THREADS" not in line and line.strip()]
+        if rest:
+            print("\n".join(rest), file=sys.stderr)
     if loaded:
         import paddle
 
